@@ -1,0 +1,412 @@
+"""One time step of the recurrent batch-normalized LSTM."""
+
+import numbers
+import warnings
+
+import keras
+from keras import ops
+
+from pybnlstm import _checks
+
+
+def _initializer(value):
+    """A Keras initializer; a bare number means a constant."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return keras.initializers.Constant(float(value))
+    return keras.initializers.get(value)
+
+
+def batch_moments(x, weights=None):
+    """Per-feature mean and biased variance over axis 0, in float32.
+
+    Args:
+        x: tensor whose axis 0 is the batch.
+        weights: optional 0/1 tensor broadcastable to `x` (masked samples
+            have weight 0); those samples do not enter the moments.
+
+    Returns:
+        `(mean, variance)`, each shaped like `x` without axis 0.
+    """
+    x = ops.cast(x, "float32")
+    if weights is None:
+        return ops.moments(x, axes=[0])
+    weights = ops.cast(weights, "float32")
+    # An all-masked step yields zeros rather than NaN; its moments are never
+    # used for the population statistics (see `BNLSTM`).
+    count = ops.maximum(ops.sum(weights, axis=0), 1.0)
+    mean = ops.sum(weights * x, axis=0) / count
+    variance = ops.sum(weights * ops.square(x - mean), axis=0) / count
+    return mean, variance
+
+
+@keras.saving.register_keras_serializable(package="pybnlstm")
+class BNLSTMCell(keras.layers.Layer):
+    """Cell class for the recurrent batch-normalized LSTM layer.
+
+    One step of the LSTM of Cooijmans et al. (2016), with the input and
+    recurrent contributions batch-normalized separately and the cell state
+    normalized before the output activation:
+
+    ```
+    z   = BN(x_t W; gamma_x) + BN(h_{t-1} U; gamma_h) + b    # gates i, f, g, o
+    c_t = sig(f) * c_{t-1} + sig(i) * act(g)
+    h_t = sig(o) * act(BN(c_t; gamma_c, beta_c))
+    ```
+
+    `BN` uses the batch moments in training and per-time-step population
+    statistics in inference; steps past `max_timesteps - 1` use the last
+    stored row. The cell carries three states: `h`, `c` and the time-step
+    index (a `(batch, 1)` float tensor) that selects the row.
+
+    This class processes one step. The layer `pybnlstm.BNLSTM` processes a
+    whole sequence, applies dropout, and maintains the population
+    statistics; use it unless you need the cell itself. Inside a generic
+    `keras.layers.RNN` the cell normalizes with batch moments in training
+    but cannot update its population statistics (an RNN's step must be
+    pure on every backend), so train with `BNLSTM`.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function to use. Default: hyperbolic tangent
+            (`tanh`).
+        recurrent_activation: Activation function for the gates. Default:
+            sigmoid (`sigmoid`).
+        use_bias: Boolean (default `True`), whether the cell uses a bias
+            vector (the only shift of the two gate normalizations).
+        kernel_initializer: Initializer for the `kernel` weights matrix.
+            Default: `"glorot_uniform"`.
+        recurrent_initializer: Initializer for the `recurrent_kernel`
+            weights matrix. Default: `"orthogonal"`.
+        bias_initializer: Initializer for the bias vector. Default:
+            `"zeros"`.
+        unit_forget_bias: Boolean (default `True`). If `True`, add 1 to the
+            bias of the forget gate at initialization.
+        gamma_initializer: Initializer for `gamma_x`, `gamma_h` and
+            `gamma_c`, or a number for a constant. Default: `0.1`, the value
+            the paper found necessary (1.0 saturates the activation and
+            makes gradients vanish over time).
+        beta_initializer: Initializer for `beta_c`. Default: `"zeros"`.
+        kernel_regularizer: Regularizer function applied to the `kernel`
+            weights matrix. Default: `None`.
+        recurrent_regularizer: Regularizer function applied to the
+            `recurrent_kernel` weights matrix. Default: `None`.
+        bias_regularizer: Regularizer function applied to the bias vector.
+            Default: `None`.
+        kernel_constraint: Constraint function applied to the `kernel`
+            weights matrix. Default: `None`.
+        recurrent_constraint: Constraint function applied to the
+            `recurrent_kernel` weights matrix. Default: `None`.
+        bias_constraint: Constraint function applied to the bias vector.
+            Default: `None`.
+        max_timesteps: Positive integer, the number of time steps that keep
+            their own population statistics. Required to build the cell;
+            `BNLSTM` fills it in from its input's length.
+        momentum: Momentum of the moving averages of the population
+            statistics, in [0, 1]. Default: `0.99`.
+        epsilon: Small positive float added to the variance. Default:
+            `1e-3`.
+        **kwargs: Base layer keyword arguments, such as `dtype` and `name`.
+
+    Call arguments:
+        inputs: A 2D tensor, with shape `(batch, features)`.
+        states: A list of 3 tensors `[h, c, step]`, shapes `(batch, units)`,
+            `(batch, units)` and `(batch, 1)`.
+        training: Python boolean indicating whether the layer should behave
+            in training mode (batch moments) or in inference mode
+            (population statistics).
+
+    Example:
+
+    >>> inputs = np.random.random((32, 10, 8))
+    >>> rnn = keras.layers.RNN(pybnlstm.BNLSTMCell(4, max_timesteps=10))
+    >>> output = rnn(inputs)
+    >>> output.shape
+    (32, 4)
+
+    Reference:
+        - [Cooijmans et al., 2016](https://arxiv.org/abs/1603.09025)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        gamma_initializer=0.1,
+        beta_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        max_timesteps=None,
+        momentum=0.99,
+        epsilon=1e-3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = _checks.positive_int("units", units)
+        self.max_timesteps = _checks.positive_int(
+            "max_timesteps", max_timesteps, allow_none=True
+        )
+        self.momentum = _checks.fraction("momentum", momentum, True)
+        self.epsilon = _checks.positive_real("epsilon", epsilon)
+        self.activation = keras.activations.get(activation)
+        self.recurrent_activation = keras.activations.get(recurrent_activation)
+        self.use_bias = bool(use_bias)
+        self.unit_forget_bias = bool(unit_forget_bias)
+        self.kernel_initializer = _initializer(kernel_initializer)
+        self.recurrent_initializer = _initializer(recurrent_initializer)
+        self.bias_initializer = _initializer(bias_initializer)
+        self.gamma_initializer = _initializer(gamma_initializer)
+        self.beta_initializer = _initializer(beta_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(
+            recurrent_regularizer
+        )
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.state_size = [self.units, self.units, 1]
+        self.output_size = self.units
+        self._warned_no_statistics = False
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "The last dimension of the input to a BNLSTMCell must be "
+                f"known. Received: input_shape={input_shape}"
+            )
+        if self.max_timesteps is None:
+            raise ValueError(
+                "Received no value for argument `max_timesteps`, expected a "
+                "positive integer: the number of time steps that keep their "
+                "own population statistics. The layer `BNLSTM` sets it from "
+                "its input's length; a bare cell needs it given."
+            )
+        width = 4 * self.units
+        self.kernel = self.add_weight(
+            shape=(input_dim, width),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(width,),
+                name="bias",
+                initializer=self._bias_init,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+        self.gamma_x = self.add_weight(
+            shape=(width,), name="gamma_x", initializer=self.gamma_initializer
+        )
+        self.gamma_h = self.add_weight(
+            shape=(width,), name="gamma_h", initializer=self.gamma_initializer
+        )
+        self.gamma_c = self.add_weight(
+            shape=(self.units,),
+            name="gamma_c",
+            initializer=self.gamma_initializer,
+        )
+        self.beta_c = self.add_weight(
+            shape=(self.units,),
+            name="beta_c",
+            initializer=self.beta_initializer,
+        )
+        for part, size in (("x", width), ("h", width), ("c", self.units)):
+            for stat, init in (("mean", "zeros"), ("variance", "ones")):
+                name = f"moving_{stat}_{part}"
+                setattr(
+                    self,
+                    name,
+                    self.add_weight(
+                        shape=(self.max_timesteps, size),
+                        name=name,
+                        initializer=init,
+                        trainable=False,
+                        autocast=False,
+                    ),
+                )
+
+    def _bias_init(self, shape, dtype=None):
+        if not self.unit_forget_bias:
+            return self.bias_initializer(shape, dtype=dtype)
+        u = self.units
+        return ops.concatenate(
+            [
+                self.bias_initializer((u,), dtype=dtype),
+                ops.ones((u,), dtype=dtype),
+                self.bias_initializer((2 * u,), dtype=dtype),
+            ]
+        )
+
+    @property
+    def statistics(self):
+        """The population statistics as `{(part, stat): variable}`, with
+        `part` in `x`, `h`, `c` and `stat` in `mean`, `variance`."""
+        return {
+            (part, stat): getattr(self, f"moving_{stat}_{part}")
+            for part in ("x", "h", "c")
+            for stat in ("mean", "variance")
+        }
+
+    def affine(self, mean, variance, gamma, beta=None):
+        """Folds a normalization into `x * scale + shift`, in compute dtype.
+
+        `mean` and `variance` are float32 and may carry leading axes (time
+        steps or samples) in front of the feature axis.
+        """
+        scale = ops.cast(gamma, "float32") * ops.rsqrt(variance + self.epsilon)
+        shift = -mean * scale
+        if beta is not None:
+            shift = shift + ops.cast(beta, "float32")
+        return (
+            ops.cast(scale, self.compute_dtype),
+            ops.cast(shift, self.compute_dtype),
+        )
+
+    def population_affine(self, rows):
+        """The inference-mode `(scale, shift)` of `x`, `h` and `c` for the
+        given rows of the population statistics.
+
+        Args:
+            rows: int32 tensor of row indices, already within
+                `[0, max_timesteps)`.
+
+        Returns:
+            A dict mapping `"x"`, `"h"`, `"c"` to `(scale, shift)`, each
+            shaped `rows.shape + (features,)`.
+        """
+        gammas = {"x": self.gamma_x, "h": self.gamma_h, "c": self.gamma_c}
+        betas = {"x": None, "h": None, "c": self.beta_c}
+        return {
+            part: self.affine(
+                ops.take(getattr(self, f"moving_mean_{part}"), rows, axis=0),
+                ops.take(
+                    getattr(self, f"moving_variance_{part}"), rows, axis=0
+                ),
+                gammas[part],
+                betas[part],
+            )
+            for part in ("x", "h", "c")
+        }
+
+    def step(self, zx, h_prev, c_prev, norm_h=None, norm_c=None, weights=None):
+        """The recurrence of one step, given the normalized input part.
+
+        Args:
+            zx: `BN(x_t W) + b`, shape `(batch, 4 * units)`.
+            h_prev, c_prev: the previous states, shape `(batch, units)`.
+            norm_h, norm_c: `(scale, shift)` of the recurrent term and of
+                the cell state in inference mode; both `None` in training
+                mode, where the batch moments are used.
+            weights: optional `(batch, 1)` 0/1 tensor; samples with weight 0
+                do not enter the batch moments.
+
+        Returns:
+            `(h, c, moments)`: the new states, and in training mode the
+            float32 batch moments `(mean_h, var_h, mean_c, var_c)` of this
+            step (else `None`).
+        """
+        training = norm_h is None
+        hu = ops.matmul(h_prev, self.recurrent_kernel)
+        if training:
+            mean_h, var_h = batch_moments(hu, weights)
+            norm_h = self.affine(mean_h, var_h, self.gamma_h)
+        z = zx + hu * norm_h[0] + norm_h[1]
+        i, f, g, o = ops.split(z, 4, axis=-1)
+        gate = self.recurrent_activation
+        c = gate(f) * c_prev + gate(i) * self.activation(g)
+        if training:
+            mean_c, var_c = batch_moments(c, weights)
+            norm_c = self.affine(mean_c, var_c, self.gamma_c, self.beta_c)
+        h = gate(o) * self.activation(c * norm_c[0] + norm_c[1])
+        moments = (mean_h, var_h, mean_c, var_c) if training else None
+        return h, c, moments
+
+    def normalized_input(self, xw, scale, shift):
+        """`BN(x W) + b` from the projection `xw` and its folded affine."""
+        zx = xw * scale + shift
+        if self.use_bias:
+            zx = zx + self.bias
+        return zx
+
+    def call(self, inputs, states, training=False):
+        h_prev, c_prev, step = states
+        xw = ops.matmul(inputs, self.kernel)
+        if training:
+            self._warn_no_statistics()
+            mean, variance = batch_moments(xw)
+            zx = self.normalized_input(
+                xw, *self.affine(mean, variance, self.gamma_x)
+            )
+            h, c, _ = self.step(zx, h_prev, c_prev)
+        else:
+            rows = ops.clip(
+                ops.cast(step[:, 0], "int32"), 0, self.max_timesteps - 1
+            )
+            norm = self.population_affine(rows)
+            zx = self.normalized_input(xw, *norm["x"])
+            h, c, _ = self.step(zx, h_prev, c_prev, norm["h"], norm["c"])
+        return h, [h, c, step + 1]
+
+    def _warn_no_statistics(self):
+        if not self._warned_no_statistics:
+            self._warned_no_statistics = True
+            warnings.warn(
+                "BNLSTMCell normalizes with batch moments in training but "
+                "does not update its population statistics on its own; "
+                "train with the layer `pybnlstm.BNLSTM`, which does.",
+                stacklevel=3,
+            )
+
+    def get_initial_state(self, batch_size=None):
+        zeros = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+        return [zeros, zeros, ops.zeros((batch_size, 1), self.compute_dtype)]
+
+    def get_config(self):
+        ser = keras.saving.serialize_keras_object
+        config = {
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "recurrent_activation": keras.activations.serialize(
+                self.recurrent_activation
+            ),
+            "use_bias": self.use_bias,
+            "kernel_initializer": ser(self.kernel_initializer),
+            "recurrent_initializer": ser(self.recurrent_initializer),
+            "bias_initializer": ser(self.bias_initializer),
+            "unit_forget_bias": self.unit_forget_bias,
+            "gamma_initializer": ser(self.gamma_initializer),
+            "beta_initializer": ser(self.beta_initializer),
+            "kernel_regularizer": ser(self.kernel_regularizer),
+            "recurrent_regularizer": ser(self.recurrent_regularizer),
+            "bias_regularizer": ser(self.bias_regularizer),
+            "kernel_constraint": ser(self.kernel_constraint),
+            "recurrent_constraint": ser(self.recurrent_constraint),
+            "bias_constraint": ser(self.bias_constraint),
+            "max_timesteps": self.max_timesteps,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+        }
+        return {**super().get_config(), **config}

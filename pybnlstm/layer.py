@@ -1,0 +1,475 @@
+"""The recurrent batch-normalized LSTM layer: the sequence loop and the
+population statistics."""
+
+import keras
+from keras import ops
+
+from pybnlstm import _checks
+from pybnlstm.cell import BNLSTMCell, batch_moments
+
+
+def _scan(step, carry, xs, unroll):
+    """`ops.scan`, or a Python loop over a static length when `unroll`.
+
+    `step` must return its new carry as its output too: the TensorFlow
+    implementation of `ops.scan` shapes its outputs like the carry.
+    """
+    if not unroll:
+        return ops.scan(step, carry, xs)
+    outputs = []
+    for t in range(keras.tree.flatten(xs)[0].shape[0]):
+        carry, y = step(carry, keras.tree.map_structure(lambda x: x[t], xs))
+        outputs.append(y)
+    stacked = keras.tree.map_structure(lambda *ys: ops.stack(ys), *outputs)
+    return carry, stacked
+
+
+@keras.saving.register_keras_serializable(package="pybnlstm")
+class BNLSTM(keras.layers.RNN):
+    """Recurrent batch-normalized LSTM layer (Cooijmans et al., 2016).
+
+    A drop-in for `keras.layers.LSTM` that batch-normalizes inside the
+    recurrence. At each time step t, with gates in Keras' order i, f, g, o:
+
+    ```
+    z   = BN_t(x_t W; gamma_x) + BN_t(h_{t-1} U; gamma_h) + b
+    c_t = sig(f) * c_{t-1} + sig(i) * act(g)
+    h_t = sig(o) * act(BN_t(c_t; gamma_c, beta_c))
+    ```
+
+    In training, `BN_t` uses the batch mean and biased variance of step t
+    (masked samples excluded) and the layer updates per-step moving
+    averages. In inference it uses those population statistics, so a
+    sample's output never depends on the rest of its batch; steps past
+    `max_timesteps - 1` use the last row. Any batch size works.
+
+    The weights are `kernel`, `recurrent_kernel` and `bias`, laid out as in
+    `keras.layers.LSTM` (see `pybnlstm.load_lstm_weights`), the trainable
+    `gamma_x`, `gamma_h`, `gamma_c`, `beta_c`, and the non-trainable
+    `moving_{mean,variance}_{x,h,c}` of shape `(max_timesteps, features)`.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function to use. Default: hyperbolic tangent
+            (`tanh`).
+        recurrent_activation: Activation function for the gates. Default:
+            sigmoid (`sigmoid`).
+        use_bias: Boolean (default `True`), whether the layer uses a bias
+            vector.
+        kernel_initializer: Initializer for the `kernel` weights matrix.
+            Default: `"glorot_uniform"`.
+        recurrent_initializer: Initializer for the `recurrent_kernel`
+            weights matrix. Default: `"orthogonal"`.
+        bias_initializer: Initializer for the bias vector. Default:
+            `"zeros"`.
+        unit_forget_bias: Boolean (default `True`). If `True`, add 1 to the
+            bias of the forget gate at initialization.
+        gamma_initializer: Initializer for the three gammas, or a number for
+            a constant. Default: `0.1`, as in the paper.
+        beta_initializer: Initializer for `beta_c`. Default: `"zeros"`.
+        kernel_regularizer: Regularizer function applied to the `kernel`
+            weights matrix. Default: `None`.
+        recurrent_regularizer: Regularizer function applied to the
+            `recurrent_kernel` weights matrix. Default: `None`.
+        bias_regularizer: Regularizer function applied to the bias vector.
+            Default: `None`.
+        activity_regularizer: Regularizer function applied to the output of
+            the layer. Default: `None`.
+        kernel_constraint: Constraint function applied to the `kernel`
+            weights matrix. Default: `None`.
+        recurrent_constraint: Constraint function applied to the
+            `recurrent_kernel` weights matrix. Default: `None`.
+        bias_constraint: Constraint function applied to the bias vector.
+            Default: `None`.
+        dropout: Float in [0, 1). Fraction of the units to drop for the
+            linear transformation of the inputs. Default: 0.
+        recurrent_dropout: Float in [0, 1). Fraction of the units to drop
+            for the linear transformation of the recurrent state. Default:
+            0.
+        seed: Random seed for dropout.
+        max_timesteps: Positive integer, the number of time steps that keep
+            their own population statistics. Default: the input's length at
+            build time (an error if that is unknown).
+        momentum: Momentum of the moving averages, in [0, 1]. Default:
+            `0.99`.
+        epsilon: Small positive float added to the variance. Default:
+            `1e-3`.
+        return_sequences: Boolean. Whether to return the last output in the
+            output sequence, or the full sequence. Default: `False`.
+        return_state: Boolean. Whether to return the last state in addition
+            to the output. Default: `False`.
+        go_backwards: Boolean (default: `False`). If `True`, process the
+            input sequence backwards and return the reversed sequence. The
+            statistics are indexed by processing step.
+        stateful: Boolean (default: `False`). If `True`, the last state and
+            the time-step index of each batch carry over to the next batch;
+            `reset_state()` resets both.
+        unroll: Boolean (default: `False`). If `True`, the network is
+            unrolled, else a symbolic loop is used.
+
+    Call arguments:
+        inputs: A 3D tensor, with shape `(batch, timesteps, feature)`.
+        mask: Binary tensor of shape `(samples, timesteps)` indicating
+            whether a given timestep should be masked (optional). A masked
+            step keeps the previous state and does not enter that step's
+            batch moments.
+        training: Python boolean indicating whether the layer should behave
+            in training mode or in inference mode. `fit()` sets it;
+            `predict()` and `evaluate()` leave it off.
+        initial_state: List of initial state tensors `[h, c]` to be passed
+            to the first call of the cell (optional, zeros if not given).
+
+    Example:
+
+    >>> inputs = np.random.random((32, 10, 8))
+    >>> bnlstm = pybnlstm.BNLSTM(4)
+    >>> output = bnlstm(inputs)
+    >>> output.shape
+    (32, 4)
+    >>> bnlstm = pybnlstm.BNLSTM(4, return_sequences=True, return_state=True)
+    >>> whole_seq_output, final_h, final_c = bnlstm(inputs)
+    >>> whole_seq_output.shape
+    (32, 10, 4)
+
+    Reference:
+        - [Cooijmans et al., 2016](https://arxiv.org/abs/1603.09025)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        gamma_initializer=0.1,
+        beta_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        max_timesteps=None,
+        momentum=0.99,
+        epsilon=1e-3,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        **kwargs,
+    ):
+        cell = BNLSTMCell(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            unit_forget_bias=unit_forget_bias,
+            gamma_initializer=gamma_initializer,
+            beta_initializer=beta_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            max_timesteps=max_timesteps,
+            momentum=momentum,
+            epsilon=epsilon,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="bnlstm_cell",
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
+        )
+        self.dropout = _checks.fraction("dropout", dropout, False)
+        self.recurrent_dropout = _checks.fraction(
+            "recurrent_dropout", recurrent_dropout, False
+        )
+        if seed is not None and not isinstance(seed, int):
+            raise TypeError(
+                "Received an invalid value for argument `seed`, expected an "
+                f"integer or None, got {seed!r}"
+            )
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.input_spec = keras.InputSpec(ndim=3)
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        if len(sequences_shape) != 3:
+            raise ValueError(
+                "Received an invalid input for layer BNLSTM, expected a 3D "
+                "tensor (batch, timesteps, features), got shape "
+                f"{tuple(sequences_shape)}"
+            )
+        if self.cell.max_timesteps is None:
+            if sequences_shape[1] is None:
+                raise ValueError(
+                    "Received no value for argument `max_timesteps` and an "
+                    "input of unknown length (shape "
+                    f"{tuple(sequences_shape)}). Give `max_timesteps`, the "
+                    "number of time steps that keep their own population "
+                    "statistics, or an input shape with a known length."
+                )
+            self.cell.max_timesteps = int(sequences_shape[1])
+        super().build(sequences_shape, initial_state_shape)
+
+    def get_initial_state(self, batch_size):
+        """Zero states `[h, c, step]`; `step` is the time-step index."""
+        return self.cell.get_initial_state(batch_size)
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        batch, length = sequences_shape[0], sequences_shape[1]
+        units = self.cell.units
+        output = (batch, length, units) if self.return_sequences else (
+            batch,
+            units,
+        )
+        if self.return_state:
+            return output, (batch, units), (batch, units)
+        return output
+
+    def compute_mask(self, _, mask):
+        mask = keras.tree.flatten(mask)[0] if mask is not None else None
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask, None, None]
+        return output_mask
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if self.unroll and sequences.shape[1] is None:
+            raise ValueError(
+                "Cannot unroll a BNLSTM if the time dimension is undefined; "
+                "give the input a known length or use unroll=False."
+            )
+        batch_size = ops.shape(sequences)[0]
+        offset = 0
+        if initial_state is None and self.stateful:
+            if (
+                sequences.shape[0] is not None
+                and sequences.shape[0] != self.states[0].shape[0]
+            ):
+                raise ValueError(
+                    "If a BNLSTM is stateful, the batch size of the input "
+                    "sequences must be the batch size it was built with. "
+                    f"Expected {self.states[0].shape[0]}, received "
+                    f"{sequences.shape[0]}."
+                )
+            h0, c0 = self.states[0].value, self.states[1].value
+            offset = ops.cast(self.states[2].value[0, 0], "int32")
+        elif initial_state is None:
+            h0, c0, _ = self.get_initial_state(batch_size)
+        else:
+            states = keras.tree.flatten(initial_state)
+            if len(states) != 2:
+                raise ValueError(
+                    "Received an invalid value for argument `initial_state`, "
+                    f"expected a list of 2 tensors [h, c], got {len(states)}"
+                )
+            h0, c0 = states
+        h0 = ops.cast(h0, self.compute_dtype)
+        c0 = ops.cast(c0, self.compute_dtype)
+        if mask is not None:
+            mask = keras.tree.flatten(mask)[0]
+
+        last_output, outputs, (h, c) = self.inner_loop(
+            sequences, (h0, c0, offset), mask, training
+        )
+        if self.stateful:
+            length = ops.cast(ops.shape(sequences)[1], "float32")
+            self.states[0].assign(h)
+            self.states[1].assign(c)
+            self.states[2].assign(self.states[2].value + length)
+
+        output = outputs if self.return_sequences else last_output
+        if self.return_state:
+            return output, h, c
+        return output
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """Runs the recurrence over a whole sequence.
+
+        Args:
+            sequences: `(batch, timesteps, features)` inputs.
+            initial_state: `(h0, c0, offset)`, where `offset` is the
+                time-step index of the first step (int or int32 scalar).
+            mask: optional `(batch, timesteps)` boolean mask.
+            training: Python boolean.
+
+        Returns:
+            `(last_output, outputs, (h, c))`.
+        """
+        cell = self.cell
+        h0, c0, offset = initial_state
+        x = ops.cast(sequences, self.compute_dtype)
+        if self.go_backwards:
+            x = ops.flip(x, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        weights = None if mask is None else ops.cast(mask[:, :, None], x.dtype)
+
+        batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
+        training = bool(training)
+        if training and self.dropout > 0:
+            x = x * self._dropout_mask((batch_size, x.shape[-1]))[:, None, :]
+        recurrent_mask = None
+        if training and self.recurrent_dropout > 0:
+            recurrent_mask = self._dropout_mask(
+                (batch_size, cell.units), self.recurrent_dropout
+            )
+
+        xw = ops.matmul(x, cell.kernel)
+        steps = offset + ops.arange(length, dtype="int32")
+        if training:
+            x_moments = batch_moments(xw, weights)
+            zx = cell.normalized_input(
+                xw, *cell.affine(*x_moments, cell.gamma_x)
+            )
+        else:
+            rows = ops.clip(steps, 0, cell.max_timesteps - 1)
+            norm = cell.population_affine(rows)
+            zx = cell.normalized_input(xw, *norm["x"])
+
+        time_major = lambda t: ops.moveaxis(t, 1, 0)  # noqa: E731
+        xs = {"zx": time_major(zx)}
+        if weights is not None:
+            xs["weights"] = time_major(weights)
+        if not training:
+            xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
+
+        def step(carry, inputs):
+            h_prev, c_prev = carry[0], carry[1]
+            if recurrent_mask is not None:
+                h_prev = h_prev * recurrent_mask
+            h, c, moments = cell.step(
+                inputs["zx"],
+                h_prev,
+                c_prev,
+                inputs.get("norm_h"),
+                inputs.get("norm_c"),
+                inputs.get("weights"),
+            )
+            if "weights" in inputs:
+                keep = inputs["weights"] > 0
+                h = ops.where(keep, h, carry[0])
+                c = ops.where(keep, c, c_prev)
+            new = (h, c) + (moments if training else ())
+            return new, new
+
+        carry = (h0, c0)
+        if training:
+            width = 4 * cell.units
+            carry += (
+                ops.zeros((width,), "float32"),
+                ops.zeros((width,), "float32"),
+                ops.zeros((cell.units,), "float32"),
+                ops.zeros((cell.units,), "float32"),
+            )
+        final, history = _scan(step, carry, xs, self.unroll)
+
+        outputs = time_major(history[0])
+        if self.zero_output_for_mask and weights is not None:
+            outputs = outputs * weights
+        last_output = outputs[:, -1]
+        if training and self.trainable:
+            if weights is None:
+                counts = ops.full((length,), batch_size, dtype="float32")
+            else:
+                counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
+            self._update_statistics(
+                steps,
+                counts,
+                {
+                    ("x", "mean"): x_moments[0],
+                    ("x", "variance"): x_moments[1],
+                    ("h", "mean"): history[2],
+                    ("h", "variance"): history[3],
+                    ("c", "mean"): history[4],
+                    ("c", "variance"): history[5],
+                },
+            )
+        return last_output, outputs, final[:2]
+
+    def _dropout_mask(self, shape, rate=None):
+        rate = self.dropout if rate is None else rate
+        ones = ops.ones(shape, dtype=self.compute_dtype)
+        return keras.random.dropout(ones, rate, seed=self.seed_generator)
+
+    def _update_statistics(self, steps, counts, batch_stats):
+        """Moves the population statistics of the rows in `steps` towards
+        this batch's moments; steps past the last row, and steps with no
+        unmasked sample, are left out."""
+        cell = self.cell
+        rows = ops.clip(steps, 0, cell.max_timesteps - 1)
+        valid = ops.logical_and(steps < cell.max_timesteps, counts > 0)
+        # A (timesteps, max_timesteps) selector turns the row-wise update
+        # into one matmul per statistic, on every backend.
+        selector = ops.one_hot(rows, cell.max_timesteps) * ops.cast(
+            valid, "float32"
+        )[:, None]
+        selector = ops.transpose(selector)
+        for key, variable in cell.statistics.items():
+            delta = (1.0 - cell.momentum) * (
+                batch_stats[key] - ops.take(variable, rows, axis=0)
+            )
+            variable.assign(variable + ops.matmul(selector, delta))
+
+    def get_config(self):
+        config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key, None)
+        config.update(
+            {
+                "dropout": self.dropout,
+                "recurrent_dropout": self.recurrent_dropout,
+                "seed": self.seed,
+                "activity_regularizer": keras.saving.serialize_keras_object(
+                    self.activity_regularizer
+                ),
+            }
+        )
+        base = super().get_config()
+        del base["cell"]
+        return {**base, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+
+def _cell_property(name):
+    return property(
+        lambda self: getattr(self.cell, name),
+        doc=f"The cell's `{name}`.",
+    )
+
+
+# The cell's arguments read as the layer's, as in keras.layers.LSTM.
+for _name in (
+    "units activation recurrent_activation use_bias unit_forget_bias "
+    "kernel_initializer recurrent_initializer bias_initializer "
+    "gamma_initializer beta_initializer kernel_regularizer "
+    "recurrent_regularizer bias_regularizer kernel_constraint "
+    "recurrent_constraint bias_constraint max_timesteps momentum epsilon"
+).split():
+    setattr(BNLSTM, _name, _cell_property(_name))
+del _name

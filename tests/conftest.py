@@ -1,0 +1,38 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import pybnlstm  # noqa: E402
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def randomize(layer, seed=0):
+    """Gives every weight of a built BNLSTM a random, non-default value, so
+    that no term of the equations can hide behind an initializer."""
+    rng = np.random.default_rng(seed)
+    for v in layer.weights:
+        shape = tuple(v.shape)
+        if v.name.startswith("moving_variance"):
+            value = rng.uniform(0.2, 2.0, shape)
+        elif v.name.startswith("gamma"):
+            value = rng.uniform(0.3, 1.5, shape)
+        else:
+            value = rng.normal(0.0, 0.5, shape)
+        v.assign(value.astype("float32"))
+    return layer
+
+
+def built_layer(input_shape=(6, 5, 3), seed=0, **kwargs):
+    kwargs.setdefault("units", 4)
+    layer = pybnlstm.BNLSTM(**kwargs)
+    layer.build(input_shape)
+    return randomize(layer, seed)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,102 @@
+"""An independent NumPy implementation of the recurrent batch-normalized LSTM
+(Cooijmans et al., 2016), written from the paper's equations with explicit
+loops over time steps and no code shared with pybnlstm."""
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class ReferenceBNLSTM:
+    """Holds the weights and the population statistics; `run` processes a
+    batch of sequences in float64."""
+
+    def __init__(self, weights, momentum=0.99, epsilon=1e-3,
+                 activation=np.tanh, recurrent_activation=sigmoid):
+        self.w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.act = activation
+        self.gate = recurrent_activation
+        self.units = self.w["recurrent_kernel"].shape[0]
+        self.max_timesteps = self.w["moving_mean_x"].shape[0]
+
+    def bn(self, v, mean, var, gamma, beta=0.0):
+        return gamma * (v - mean) / np.sqrt(var + self.epsilon) + beta
+
+    def moments(self, v, alive):
+        rows = v[alive]
+        return rows.mean(axis=0), rows.var(axis=0)
+
+    def update(self, part, t, mean, var):
+        if t >= self.max_timesteps:
+            return
+        m = self.momentum
+        for stat, value in (("mean", mean), ("variance", var)):
+            key = f"moving_{stat}_{part}"
+            self.w[key][t] = m * self.w[key][t] + (1 - m) * value
+
+    def stats(self, part, t):
+        row = min(t, self.max_timesteps - 1)
+        return (self.w[f"moving_mean_{part}"][row],
+                self.w[f"moving_variance_{part}"][row])
+
+    def run(self, x, training, mask=None, h0=None, c0=None, offset=0,
+            go_backwards=False, input_mask=None, recurrent_mask=None):
+        """Returns (outputs (batch, time, units), h, c).
+
+        In training mode the population statistics are updated in place.
+        `input_mask`/`recurrent_mask` are dropout masks (already scaled)
+        applied to x_t and to h_{t-1}.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        batch, length, _ = x.shape
+        u = self.units
+        if mask is None:
+            mask = np.ones((batch, length), dtype=bool)
+        mask = np.asarray(mask, dtype=bool)
+        if go_backwards:
+            x, mask = x[:, ::-1], mask[:, ::-1]
+        h = np.zeros((batch, u)) if h0 is None else np.array(h0, np.float64)
+        c = np.zeros((batch, u)) if c0 is None else np.array(c0, np.float64)
+        W, U = self.w["kernel"], self.w["recurrent_kernel"]
+        b = self.w.get("bias", np.zeros(4 * u))
+        outputs = np.zeros((batch, length, u))
+        for step in range(length):
+            t = offset + step
+            alive = mask[:, step]
+            xt = x[:, step]
+            if input_mask is not None:
+                xt = xt * input_mask
+            h_in = h if recurrent_mask is None else h * recurrent_mask
+            wx, uh = xt @ W, h_in @ U
+            if training and alive.any():
+                mx, vx = self.moments(wx, alive)
+                mh, vh = self.moments(uh, alive)
+            else:
+                (mx, vx), (mh, vh) = self.stats("x", t), self.stats("h", t)
+            z = (self.bn(wx, mx, vx, self.w["gamma_x"])
+                 + self.bn(uh, mh, vh, self.w["gamma_h"]) + b)
+            i, f, g, o = np.split(z, 4, axis=1)
+            c_new = self.gate(f) * c + self.gate(i) * self.act(g)
+            if training and alive.any():
+                mc, vc = self.moments(c_new, alive)
+                self.update("x", t, mx, vx)
+                self.update("h", t, mh, vh)
+                self.update("c", t, mc, vc)
+            else:
+                mc, vc = self.stats("c", t)
+            h_new = self.gate(o) * self.act(
+                self.bn(c_new, mc, vc, self.w["gamma_c"], self.w["beta_c"]))
+            keep = alive[:, None]
+            h = np.where(keep, h_new, h)
+            c = np.where(keep, c_new, c)
+            outputs[:, step] = h
+        return outputs, h, c
+
+
+def weights_of(layer):
+    """The layer's weights by their public names, as float64 arrays."""
+    return {v.name: np.array(v.numpy(), dtype=np.float64) for v in layer.weights}

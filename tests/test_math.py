@@ -1,0 +1,249 @@
+"""The layer against the independent NumPy reference (tests/reference.py)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TOL, built_layer, randomize
+from reference import ReferenceBNLSTM, weights_of
+
+import pybnlstm
+
+
+def run_both(layer, x, training, **ref_kwargs):
+    ref = ReferenceBNLSTM(weights_of(layer), momentum=layer.momentum,
+                          epsilon=layer.epsilon)
+    got = layer(x, training=training)
+    want = ref.run(x, training=training, **ref_kwargs)
+    return got, want, ref
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_reference(rng, training):
+    layer = built_layer(return_sequences=True, return_state=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    (out, h, c), (r_out, r_h, r_c), _ = run_both(layer, x, training)
+    np.testing.assert_allclose(out, r_out, **TOL)
+    np.testing.assert_allclose(h, r_h, **TOL)
+    np.testing.assert_allclose(c, r_c, **TOL)
+
+
+def test_moving_statistics_update_matches_reference(rng):
+    layer = built_layer(momentum=0.8)
+    x1 = rng.normal(size=(6, 5, 3)).astype("float32")
+    x2 = rng.normal(size=(6, 5, 3)).astype("float32") * 2 + 1
+    ref = ReferenceBNLSTM(weights_of(layer), momentum=0.8)
+    for x in (x1, x2):
+        layer(x, training=True)
+        ref.run(x, training=True)
+    got = weights_of(layer)
+    for name in ("x", "h", "c"):
+        for stat in ("mean", "variance"):
+            key = f"moving_{stat}_{name}"
+            np.testing.assert_allclose(got[key], ref.w[key], **TOL)
+    # The trainable weights are not touched by a forward pass.
+    np.testing.assert_array_equal(got["kernel"], ref.w["kernel"])
+
+
+def test_inference_past_max_timesteps_reuses_last_row(rng):
+    layer = built_layer(input_shape=(6, 5, 3), return_sequences=True)
+    assert layer.max_timesteps == 5
+    x = rng.normal(size=(6, 9, 3)).astype("float32")
+    got, (want, _, _), _ = run_both(layer, x, training=False)
+    np.testing.assert_allclose(got, want, **TOL)
+    # Rows differ, so using row 4 for steps 5..8 is observable: with row 0
+    # instead, the outputs past step 4 would change.
+    moved = built_layer(input_shape=(6, 5, 3), return_sequences=True)
+    for v in moved.cell.statistics.values():
+        v.assign(np.repeat(v.numpy()[:1], 5, axis=0))
+    assert not np.allclose(moved(x)[:, 5:], got[:, 5:], atol=1e-4)
+
+
+def test_training_past_max_timesteps_updates_stored_rows_only(rng):
+    layer = built_layer(input_shape=(6, 3, 3), return_sequences=True)
+    x = rng.normal(size=(6, 7, 3)).astype("float32")
+    got, (want, _, _), ref = run_both(layer, x, training=True)
+    np.testing.assert_allclose(got, want, **TOL)
+    for key, value in weights_of(layer).items():
+        np.testing.assert_allclose(value, ref.w[key], **TOL)
+
+
+def test_pinned_values():
+    """Hard-coded numbers guard the reference itself against drift."""
+    layer = pybnlstm.BNLSTM(2, kernel_initializer="ones",
+                            recurrent_initializer="ones",
+                            return_sequences=True)
+    x = np.array([[[1.0], [2.0], [0.5]],
+                  [[-1.0], [0.0], [3.0]]], dtype="float32")
+    train = layer(x, training=True)
+    infer = layer(x, training=False)
+    # Step 0 checked by hand: wx = +-1 normalizes to +-0.09995, the zero
+    # state contributes nothing, c = (0.052297, -0.047323), and
+    # h = sig(0.09995) * tanh(0.1 * 0.049810 / sqrt(0.002481 + 1e-3)).
+    np.testing.assert_allclose(
+        train,
+        [[[0.044214, 0.044214], [0.053148, 0.053148], [0.047136, 0.047136]],
+         [[-0.040009, -0.040009], [-0.043795, -0.043795],
+          [-0.047367, -0.047367]]],
+        atol=2e-6)
+    # Batch means of x W are 0, 1, 1.75; one update at momentum 0.99.
+    np.testing.assert_allclose(
+        layer.cell.moving_mean_x.numpy()[:, 0], [0.0, 0.01, 0.0175], atol=1e-7)
+    np.testing.assert_allclose(
+        infer[:, -1], [[0.006963, 0.006963], [0.007933, 0.007933]], atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(activation="relu", recurrent_activation="hard_sigmoid"),
+        dict(use_bias=False),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_options_match_reference(rng, options, training):
+    layer = built_layer(return_sequences=True, **options)
+    act = keras.activations.get(options.get("activation", "tanh"))
+    gate = keras.activations.get(
+        options.get("recurrent_activation", "sigmoid"))
+    ref = ReferenceBNLSTM(
+        weights_of(layer),
+        activation=lambda v: np.asarray(act(v.astype("float32")), np.float64),
+        recurrent_activation=lambda v: np.asarray(gate(v.astype("float32")),
+                                                  np.float64),
+    )
+    if not options.get("use_bias", True):
+        assert "bias" not in ref.w
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    np.testing.assert_allclose(layer(x, training=training),
+                               ref.run(x, training=training)[0], **TOL)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_go_backwards_matches_reference(rng, training):
+    layer = built_layer(go_backwards=True, return_sequences=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    got, (want, _, _), ref = run_both(layer, x, training, go_backwards=True)
+    np.testing.assert_allclose(got, want, **TOL)
+    if training:
+        for key, value in weights_of(layer).items():
+            np.testing.assert_allclose(value, ref.w[key], **TOL)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_mask_matches_reference(rng, training):
+    layer = built_layer(return_sequences=True, return_state=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    mask = np.ones((6, 5), dtype=bool)
+    mask[0, 3:] = False  # post-padded
+    mask[1, :2] = False  # pre-padded
+    mask[2, 2] = False
+    mask[:, 4] = False   # a step masked in every sample
+    ref = ReferenceBNLSTM(weights_of(layer))
+    out, h, c = layer(x, mask=mask, training=training)
+    r_out, r_h, r_c = ref.run(x, training=training, mask=mask)
+    np.testing.assert_allclose(h, r_h, **TOL)
+    np.testing.assert_allclose(c, r_c, **TOL)
+    np.testing.assert_allclose(out, r_out, **TOL)
+    if training:
+        for key, value in weights_of(layer).items():
+            np.testing.assert_allclose(value, ref.w[key], **TOL)
+    # A masked step's inputs do not matter at all.
+    x2 = x.copy()
+    x2[~mask] = 1e3
+    out2 = layer(x2, mask=mask, training=training)[0]
+    np.testing.assert_allclose(out2, out, **TOL)
+
+
+def test_initial_state_matches_reference(rng):
+    layer = built_layer(return_state=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    h0 = rng.normal(size=(6, 4)).astype("float32")
+    c0 = rng.normal(size=(6, 4)).astype("float32")
+    ref = ReferenceBNLSTM(weights_of(layer))
+    _, h, c = layer(x, initial_state=[h0, c0])
+    _, r_h, r_c = ref.run(x, training=False, h0=h0, c0=c0)
+    np.testing.assert_allclose(h, r_h, **TOL)
+    np.testing.assert_allclose(c, r_c, **TOL)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_unroll_matches_reference(rng, training):
+    layer = built_layer(unroll=True, return_sequences=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    got, (want, _, _), _ = run_both(layer, x, training)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_dropout_masks_are_applied_like_the_reference(rng, monkeypatch):
+    layer = built_layer(dropout=0.5, recurrent_dropout=0.3,
+                        return_sequences=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    masks = {
+        (6, 3): (rng.random((6, 3)) > 0.5) / 0.5,
+        (6, 4): (rng.random((6, 4)) > 0.3) / 0.7,
+    }
+
+    def fixed_mask(shape, rate=None):
+        return masks[tuple(int(s) for s in shape)].astype("float32")
+
+    monkeypatch.setattr(layer, "_dropout_mask", fixed_mask)
+    got, (want, _, _), _ = run_both(
+        layer, x, True, input_mask=masks[(6, 3)],
+        recurrent_mask=masks[(6, 4)])
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_dropout_mask_values(rng):
+    layer = pybnlstm.BNLSTM(4, dropout=0.25, seed=3)
+    mask = np.asarray(layer._dropout_mask((400, 50)))
+    assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((mask == 0).mean() - 0.25) < 0.02
+
+
+def test_dropout_only_in_training(rng):
+    layer = built_layer(dropout=0.5, recurrent_dropout=0.5, seed=1,
+                        return_sequences=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    ref = ReferenceBNLSTM(weights_of(layer))
+    np.testing.assert_allclose(layer(x), ref.run(x, training=False)[0], **TOL)
+    no_dropout = ReferenceBNLSTM(weights_of(layer)).run(x, training=True)[0]
+    assert not np.allclose(layer(x, training=True), no_dropout, atol=1e-3)
+
+
+def test_cell_in_generic_rnn_matches_reference(rng):
+    cell = pybnlstm.BNLSTMCell(4, max_timesteps=3)
+    rnn = keras.layers.RNN(cell, return_sequences=True)
+    rnn.build((6, 5, 3))
+    randomize(rnn)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    ref = ReferenceBNLSTM(weights_of(rnn))
+    np.testing.assert_allclose(rnn(x), ref.run(x, training=False)[0], **TOL)
+    with pytest.warns(UserWarning, match="population statistics"):
+        got = rnn(x, training=True)
+    np.testing.assert_allclose(got, ref.run(x, training=True)[0], **TOL)
+    # A bare cell leaves its statistics alone (documented).
+    np.testing.assert_array_equal(weights_of(rnn)["moving_mean_h"],
+                                  ReferenceBNLSTM(weights_of(rnn)).w[
+                                      "moving_mean_h"])
+
+
+def test_gamma_defaults_to_a_tenth_and_can_be_overridden():
+    layer = pybnlstm.BNLSTM(3)
+    layer.build((2, 4, 2))
+    for name in ("gamma_x", "gamma_h", "gamma_c"):
+        np.testing.assert_allclose(getattr(layer.cell, name).numpy(), 0.1)
+    np.testing.assert_allclose(layer.cell.beta_c.numpy(), 0.0)
+    for init in (1.0, keras.initializers.Constant(1.0), "ones"):
+        other = pybnlstm.BNLSTM(3, gamma_initializer=init)
+        other.build((2, 4, 2))
+        np.testing.assert_allclose(other.cell.gamma_h.numpy(), 1.0)
+
+
+def test_unit_forget_bias():
+    on = pybnlstm.BNLSTM(3)
+    on.build((2, 4, 2))
+    np.testing.assert_array_equal(on.cell.bias.numpy(),
+                                  [0] * 3 + [1] * 3 + [0] * 6)
+    off = pybnlstm.BNLSTM(3, unit_forget_bias=False)
+    off.build((2, 4, 2))
+    np.testing.assert_array_equal(off.cell.bias.numpy(), np.zeros(12))
