@@ -311,38 +311,46 @@ class BNLSTMCell(keras.layers.Layer):
             for part in ("x", "h", "c")
         }
 
-    def step(self, zx, h_prev, c_prev, norm_h=None, norm_c=None, weights=None):
-        """The recurrence of one step, given the normalized input part.
+    def recurrence(self):
+        """The recurrence of one step as a pure function.
 
-        Args:
-            zx: `BN(x_t W) + b`, shape `(batch, 4 * units)`.
-            h_prev, c_prev: the previous states, shape `(batch, units)`.
-            norm_h, norm_c: `(scale, shift)` of the recurrent term and of
-                the cell state in inference mode; both `None` in training
-                mode, where the batch moments are used.
-            weights: optional `(batch, 1)` 0/1 tensor; samples with weight 0
-                do not enter the batch moments.
+        The weights are read once, here, so that the function can run inside
+        a symbolic loop (and XLA) without touching variables.
 
         Returns:
-            `(h, c, moments)`: the new states, and in training mode the
-            float32 batch moments `(mean_h, var_h, mean_c, var_c)` of this
-            step (else `None`).
+            `step(zx, h_prev, c_prev, norm_h=None, norm_c=None,
+            weights=None) -> (h, c, moments)`, where `zx` is
+            `BN(x_t W) + b` of shape `(batch, 4 * units)`; `norm_h` and
+            `norm_c` are the inference-mode `(scale, shift)` of the
+            recurrent term and of the cell state, both `None` in training
+            mode, where the batch moments are used; `weights` is an optional
+            `(batch, 1)` 0/1 tensor whose zero rows stay out of the batch
+            moments; and `moments` is `(mean_h, var_h, mean_c, var_c)` in
+            float32 in training mode, else `None`.
         """
-        training = norm_h is None
-        hu = ops.matmul(h_prev, self.recurrent_kernel)
-        if training:
-            mean_h, var_h = batch_moments(hu, weights)
-            norm_h = self.affine(mean_h, var_h, self.gamma_h)
-        z = zx + hu * norm_h[0] + norm_h[1]
-        i, f, g, o = ops.split(z, 4, axis=-1)
-        gate = self.recurrent_activation
-        c = gate(f) * c_prev + gate(i) * self.activation(g)
-        if training:
-            mean_c, var_c = batch_moments(c, weights)
-            norm_c = self.affine(mean_c, var_c, self.gamma_c, self.beta_c)
-        h = gate(o) * self.activation(c * norm_c[0] + norm_c[1])
-        moments = (mean_h, var_h, mean_c, var_c) if training else None
-        return h, c, moments
+        kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        gamma_h = ops.convert_to_tensor(self.gamma_h)
+        gamma_c = ops.convert_to_tensor(self.gamma_c)
+        beta_c = ops.convert_to_tensor(self.beta_c)
+        gate, activation = self.recurrent_activation, self.activation
+
+        def step(zx, h_prev, c_prev, norm_h=None, norm_c=None, weights=None):
+            training = norm_h is None
+            hu = ops.matmul(h_prev, kernel)
+            if training:
+                mean_h, var_h = batch_moments(hu, weights)
+                norm_h = self.affine(mean_h, var_h, gamma_h)
+            z = zx + hu * norm_h[0] + norm_h[1]
+            i, f, g, o = ops.split(z, 4, axis=-1)
+            c = gate(f) * c_prev + gate(i) * activation(g)
+            if training:
+                mean_c, var_c = batch_moments(c, weights)
+                norm_c = self.affine(mean_c, var_c, gamma_c, beta_c)
+            h = gate(o) * activation(c * norm_c[0] + norm_c[1])
+            moments = (mean_h, var_h, mean_c, var_c) if training else None
+            return h, c, moments
+
+        return step
 
     def normalized_input(self, xw, scale, shift):
         """`BN(x W) + b` from the projection `xw` and its folded affine."""
@@ -360,14 +368,16 @@ class BNLSTMCell(keras.layers.Layer):
             zx = self.normalized_input(
                 xw, *self.affine(mean, variance, self.gamma_x)
             )
-            h, c, _ = self.step(zx, h_prev, c_prev)
+            h, c, _ = self.recurrence()(zx, h_prev, c_prev)
         else:
             rows = ops.clip(
                 ops.cast(step[:, 0], "int32"), 0, self.max_timesteps - 1
             )
             norm = self.population_affine(rows)
             zx = self.normalized_input(xw, *norm["x"])
-            h, c, _ = self.step(zx, h_prev, c_prev, norm["h"], norm["c"])
+            h, c, _ = self.recurrence()(
+                zx, h_prev, c_prev, norm["h"], norm["c"]
+            )
         return h, [h, c, step + 1]
 
     def _warn_no_statistics(self):

@@ -4,24 +4,8 @@ population statistics."""
 import keras
 from keras import ops
 
-from pybnlstm import _checks
+from pybnlstm import _checks, _loop
 from pybnlstm.cell import BNLSTMCell, batch_moments
-
-
-def _scan(step, carry, xs, unroll):
-    """`ops.scan`, or a Python loop over a static length when `unroll`.
-
-    `step` must return its new carry as its output too: the TensorFlow
-    implementation of `ops.scan` shapes its outputs like the carry.
-    """
-    if not unroll:
-        return ops.scan(step, carry, xs)
-    outputs = []
-    for t in range(keras.tree.flatten(xs)[0].shape[0]):
-        carry, y = step(carry, keras.tree.map_structure(lambda x: x[t], xs))
-        outputs.append(y)
-    stacked = keras.tree.map_structure(lambda *ys: ops.stack(ys), *outputs)
-    return carry, stacked
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
@@ -355,11 +339,13 @@ class BNLSTM(keras.layers.RNN):
         if not training:
             xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
 
+        recurrence = cell.recurrence()
+
         def step(carry, inputs):
             h_prev, c_prev = carry[0], carry[1]
             if recurrent_mask is not None:
                 h_prev = h_prev * recurrent_mask
-            h, c, moments = cell.step(
+            h, c, moments = recurrence(
                 inputs["zx"],
                 h_prev,
                 c_prev,
@@ -371,19 +357,9 @@ class BNLSTM(keras.layers.RNN):
                 keep = inputs["weights"] > 0
                 h = ops.where(keep, h, carry[0])
                 c = ops.where(keep, c, c_prev)
-            new = (h, c) + (moments if training else ())
-            return new, new
+            return (h, c), (h,) + (moments if training else ())
 
-        carry = (h0, c0)
-        if training:
-            width = 4 * cell.units
-            carry += (
-                ops.zeros((width,), "float32"),
-                ops.zeros((width,), "float32"),
-                ops.zeros((cell.units,), "float32"),
-                ops.zeros((cell.units,), "float32"),
-            )
-        final, history = _scan(step, carry, xs, self.unroll)
+        final, history = _loop.scan(step, (h0, c0), xs, self.unroll)
 
         outputs = time_major(history[0])
         if self.zero_output_for_mask and weights is not None:
@@ -400,13 +376,13 @@ class BNLSTM(keras.layers.RNN):
                 {
                     ("x", "mean"): x_moments[0],
                     ("x", "variance"): x_moments[1],
-                    ("h", "mean"): history[2],
-                    ("h", "variance"): history[3],
-                    ("c", "mean"): history[4],
-                    ("c", "variance"): history[5],
+                    ("h", "mean"): history[1],
+                    ("h", "variance"): history[2],
+                    ("c", "mean"): history[3],
+                    ("c", "variance"): history[4],
                 },
             )
-        return last_output, outputs, final[:2]
+        return last_output, outputs, final
 
     def _dropout_mask(self, shape, rate=None):
         rate = self.dropout if rate is None else rate
