@@ -391,8 +391,13 @@ class BNLSTMCell(keras.layers.Layer):
             )
 
     def get_initial_state(self, batch_size=None):
-        zeros = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
-        return [zeros, zeros, ops.zeros((batch_size, 1), self.compute_dtype)]
+        # Three distinct tensors: on PyTorch a stateful layer's state
+        # variables would otherwise share one buffer.
+        return [
+            ops.zeros((batch_size, self.units), dtype=self.compute_dtype),
+            ops.zeros((batch_size, self.units), dtype=self.compute_dtype),
+            ops.zeros((batch_size, 1), dtype=self.compute_dtype),
+        ]
 
     def get_config(self):
         ser = keras.saving.serialize_keras_object

@@ -258,7 +258,9 @@ class BNLSTM(keras.layers.RNN):
                     f"Expected {self.states[0].shape[0]}, received "
                     f"{sequences.shape[0]}."
                 )
-            h0, c0 = self.states[0].value, self.states[1].value
+            # Copies: on PyTorch the states are assigned in place after the
+            # loop, which would corrupt tensors that autograd still needs.
+            h0, c0 = (ops.copy(v.value) for v in self.states[:2])
             offset = ops.cast(self.states[2].value[0, 0], "int32")
         elif initial_state is None:
             h0, c0, _ = self.get_initial_state(batch_size)

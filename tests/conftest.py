@@ -2,12 +2,26 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import pybnlstm  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def to_np(value):
+    """Any backend's tensor (or structure of them) as NumPy arrays."""
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, value)
+
+
+def assert_close(actual, desired, **kwargs):
+    np.testing.assert_allclose(to_np(actual), to_np(desired), **kwargs)
+
+
+def assert_equal(actual, desired):
+    np.testing.assert_array_equal(to_np(actual), to_np(desired))
 
 
 def randomize(layer, seed=0):

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import TOL, built_layer, randomize
+from conftest import TOL, assert_close, assert_equal, built_layer, randomize, to_np
 from reference import ReferenceBNLSTM, weights_of
 
 import pybnlstm
@@ -22,9 +22,9 @@ def test_matches_reference(rng, training):
     layer = built_layer(return_sequences=True, return_state=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     (out, h, c), (r_out, r_h, r_c), _ = run_both(layer, x, training)
-    np.testing.assert_allclose(out, r_out, **TOL)
-    np.testing.assert_allclose(h, r_h, **TOL)
-    np.testing.assert_allclose(c, r_c, **TOL)
+    assert_close(out, r_out, **TOL)
+    assert_close(h, r_h, **TOL)
+    assert_close(c, r_c, **TOL)
 
 
 def test_moving_statistics_update_matches_reference(rng):
@@ -39,9 +39,9 @@ def test_moving_statistics_update_matches_reference(rng):
     for name in ("x", "h", "c"):
         for stat in ("mean", "variance"):
             key = f"moving_{stat}_{name}"
-            np.testing.assert_allclose(got[key], ref.w[key], **TOL)
+            assert_close(got[key], ref.w[key], **TOL)
     # The trainable weights are not touched by a forward pass.
-    np.testing.assert_array_equal(got["kernel"], ref.w["kernel"])
+    assert_equal(got["kernel"], ref.w["kernel"])
 
 
 def test_inference_past_max_timesteps_reuses_last_row(rng):
@@ -49,22 +49,23 @@ def test_inference_past_max_timesteps_reuses_last_row(rng):
     assert layer.max_timesteps == 5
     x = rng.normal(size=(6, 9, 3)).astype("float32")
     got, (want, _, _), _ = run_both(layer, x, training=False)
-    np.testing.assert_allclose(got, want, **TOL)
+    assert_close(got, want, **TOL)
     # Rows differ, so using row 4 for steps 5..8 is observable: with row 0
     # instead, the outputs past step 4 would change.
     moved = built_layer(input_shape=(6, 5, 3), return_sequences=True)
     for v in moved.cell.statistics.values():
         v.assign(np.repeat(v.numpy()[:1], 5, axis=0))
-    assert not np.allclose(moved(x)[:, 5:], got[:, 5:], atol=1e-4)
+    assert not np.allclose(to_np(moved(x))[:, 5:], to_np(got)[:, 5:],
+                       atol=1e-4)
 
 
 def test_training_past_max_timesteps_updates_stored_rows_only(rng):
     layer = built_layer(input_shape=(6, 3, 3), return_sequences=True)
     x = rng.normal(size=(6, 7, 3)).astype("float32")
     got, (want, _, _), ref = run_both(layer, x, training=True)
-    np.testing.assert_allclose(got, want, **TOL)
+    assert_close(got, want, **TOL)
     for key, value in weights_of(layer).items():
-        np.testing.assert_allclose(value, ref.w[key], **TOL)
+        assert_close(value, ref.w[key], **TOL)
 
 
 def test_pinned_values():
@@ -79,16 +80,16 @@ def test_pinned_values():
     # Step 0 checked by hand: wx = +-1 normalizes to +-0.09995, the zero
     # state contributes nothing, c = (0.052297, -0.047323), and
     # h = sig(0.09995) * tanh(0.1 * 0.049810 / sqrt(0.002481 + 1e-3)).
-    np.testing.assert_allclose(
+    assert_close(
         train,
         [[[0.044214, 0.044214], [0.053148, 0.053148], [0.047136, 0.047136]],
          [[-0.040009, -0.040009], [-0.043795, -0.043795],
           [-0.047367, -0.047367]]],
         atol=2e-6)
     # Batch means of x W are 0, 1, 1.75; one update at momentum 0.99.
-    np.testing.assert_allclose(
+    assert_close(
         layer.cell.moving_mean_x.numpy()[:, 0], [0.0, 0.01, 0.0175], atol=1e-7)
-    np.testing.assert_allclose(
+    assert_close(
         infer[:, -1], [[0.006963, 0.006963], [0.007933, 0.007933]], atol=2e-6)
 
 
@@ -114,7 +115,7 @@ def test_options_match_reference(rng, options, training):
     if not options.get("use_bias", True):
         assert "bias" not in ref.w
     x = rng.normal(size=(6, 5, 3)).astype("float32")
-    np.testing.assert_allclose(layer(x, training=training),
+    assert_close(layer(x, training=training),
                                ref.run(x, training=training)[0], **TOL)
 
 
@@ -123,10 +124,10 @@ def test_go_backwards_matches_reference(rng, training):
     layer = built_layer(go_backwards=True, return_sequences=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     got, (want, _, _), ref = run_both(layer, x, training, go_backwards=True)
-    np.testing.assert_allclose(got, want, **TOL)
+    assert_close(got, want, **TOL)
     if training:
         for key, value in weights_of(layer).items():
-            np.testing.assert_allclose(value, ref.w[key], **TOL)
+            assert_close(value, ref.w[key], **TOL)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -141,17 +142,17 @@ def test_mask_matches_reference(rng, training):
     ref = ReferenceBNLSTM(weights_of(layer))
     out, h, c = layer(x, mask=mask, training=training)
     r_out, r_h, r_c = ref.run(x, training=training, mask=mask)
-    np.testing.assert_allclose(h, r_h, **TOL)
-    np.testing.assert_allclose(c, r_c, **TOL)
-    np.testing.assert_allclose(out, r_out, **TOL)
+    assert_close(h, r_h, **TOL)
+    assert_close(c, r_c, **TOL)
+    assert_close(out, r_out, **TOL)
     if training:
         for key, value in weights_of(layer).items():
-            np.testing.assert_allclose(value, ref.w[key], **TOL)
+            assert_close(value, ref.w[key], **TOL)
     # A masked step's inputs do not matter at all.
     x2 = x.copy()
     x2[~mask] = 1e3
     out2 = layer(x2, mask=mask, training=training)[0]
-    np.testing.assert_allclose(out2, out, **TOL)
+    assert_close(out2, out, **TOL)
 
 
 def test_initial_state_matches_reference(rng):
@@ -162,8 +163,8 @@ def test_initial_state_matches_reference(rng):
     ref = ReferenceBNLSTM(weights_of(layer))
     _, h, c = layer(x, initial_state=[h0, c0])
     _, r_h, r_c = ref.run(x, training=False, h0=h0, c0=c0)
-    np.testing.assert_allclose(h, r_h, **TOL)
-    np.testing.assert_allclose(c, r_c, **TOL)
+    assert_close(h, r_h, **TOL)
+    assert_close(c, r_c, **TOL)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -171,7 +172,7 @@ def test_unroll_matches_reference(rng, training):
     layer = built_layer(unroll=True, return_sequences=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     got, (want, _, _), _ = run_both(layer, x, training)
-    np.testing.assert_allclose(got, want, **TOL)
+    assert_close(got, want, **TOL)
 
 
 def test_dropout_masks_are_applied_like_the_reference(rng, monkeypatch):
@@ -184,18 +185,19 @@ def test_dropout_masks_are_applied_like_the_reference(rng, monkeypatch):
     }
 
     def fixed_mask(shape, rate=None):
-        return masks[tuple(int(s) for s in shape)].astype("float32")
+        return keras.ops.convert_to_tensor(
+            masks[tuple(int(s) for s in shape)], "float32")
 
     monkeypatch.setattr(layer, "_dropout_mask", fixed_mask)
     got, (want, _, _), _ = run_both(
         layer, x, True, input_mask=masks[(6, 3)],
         recurrent_mask=masks[(6, 4)])
-    np.testing.assert_allclose(got, want, **TOL)
+    assert_close(got, want, **TOL)
 
 
 def test_dropout_mask_values(rng):
     layer = pybnlstm.BNLSTM(4, dropout=0.25, seed=3)
-    mask = np.asarray(layer._dropout_mask((400, 50)))
+    mask = to_np(layer._dropout_mask((400, 50)))
     assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
     assert abs((mask == 0).mean() - 0.25) < 0.02
 
@@ -205,9 +207,10 @@ def test_dropout_only_in_training(rng):
                         return_sequences=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     ref = ReferenceBNLSTM(weights_of(layer))
-    np.testing.assert_allclose(layer(x), ref.run(x, training=False)[0], **TOL)
+    assert_close(layer(x), ref.run(x, training=False)[0], **TOL)
     no_dropout = ReferenceBNLSTM(weights_of(layer)).run(x, training=True)[0]
-    assert not np.allclose(layer(x, training=True), no_dropout, atol=1e-3)
+    assert not np.allclose(to_np(layer(x, training=True)), no_dropout,
+                       atol=1e-3)
 
 
 def test_cell_in_generic_rnn_matches_reference(rng):
@@ -217,12 +220,12 @@ def test_cell_in_generic_rnn_matches_reference(rng):
     randomize(rnn)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     ref = ReferenceBNLSTM(weights_of(rnn))
-    np.testing.assert_allclose(rnn(x), ref.run(x, training=False)[0], **TOL)
+    assert_close(rnn(x), ref.run(x, training=False)[0], **TOL)
     with pytest.warns(UserWarning, match="population statistics"):
         got = rnn(x, training=True)
-    np.testing.assert_allclose(got, ref.run(x, training=True)[0], **TOL)
+    assert_close(got, ref.run(x, training=True)[0], **TOL)
     # A bare cell leaves its statistics alone (documented).
-    np.testing.assert_array_equal(weights_of(rnn)["moving_mean_h"],
+    assert_equal(weights_of(rnn)["moving_mean_h"],
                                   ReferenceBNLSTM(weights_of(rnn)).w[
                                       "moving_mean_h"])
 
@@ -231,19 +234,19 @@ def test_gamma_defaults_to_a_tenth_and_can_be_overridden():
     layer = pybnlstm.BNLSTM(3)
     layer.build((2, 4, 2))
     for name in ("gamma_x", "gamma_h", "gamma_c"):
-        np.testing.assert_allclose(getattr(layer.cell, name).numpy(), 0.1)
-    np.testing.assert_allclose(layer.cell.beta_c.numpy(), 0.0)
+        assert_close(getattr(layer.cell, name).numpy(), 0.1)
+    assert_close(layer.cell.beta_c.numpy(), 0.0)
     for init in (1.0, keras.initializers.Constant(1.0), "ones"):
         other = pybnlstm.BNLSTM(3, gamma_initializer=init)
         other.build((2, 4, 2))
-        np.testing.assert_allclose(other.cell.gamma_h.numpy(), 1.0)
+        assert_close(other.cell.gamma_h.numpy(), 1.0)
 
 
 def test_unit_forget_bias():
     on = pybnlstm.BNLSTM(3)
     on.build((2, 4, 2))
-    np.testing.assert_array_equal(on.cell.bias.numpy(),
+    assert_equal(on.cell.bias.numpy(),
                                   [0] * 3 + [1] * 3 + [0] * 6)
     off = pybnlstm.BNLSTM(3, unit_forget_bias=False)
     off.build((2, 4, 2))
-    np.testing.assert_array_equal(off.cell.bias.numpy(), np.zeros(12))
+    assert_equal(off.cell.bias.numpy(), np.zeros(12))

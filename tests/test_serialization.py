@@ -7,7 +7,7 @@ import textwrap
 
 import keras
 import numpy as np
-from conftest import built_layer
+from conftest import assert_close, assert_equal, built_layer, to_np
 
 import pybnlstm
 
@@ -55,7 +55,7 @@ def test_layer_config_round_trip():
                 "unroll", "return_state", "use_bias", "unit_forget_bias"):
         assert getattr(clone, key) == NON_DEFAULT[key], key
     assert clone.activation is keras.activations.relu
-    np.testing.assert_allclose(
+    assert_close(
         clone.gamma_initializer((2,)), [0.25, 0.25])
     assert clone.recurrent_initializer.gain == 0.5
     assert clone.kernel_regularizer.l2 == 0.01
@@ -75,7 +75,7 @@ def test_serialize_deserialize_builds_same_output(rng):
     assert type(clone) is pybnlstm.BNLSTM
     clone.build((6, 5, 3))
     clone.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(clone(x), layer(x))
+    assert_equal(clone(x), layer(x))
 
 
 LOAD_SCRIPT = textwrap.dedent("""
@@ -108,9 +108,9 @@ def test_keras_file_loads_in_another_process(rng, tmp_path):
     subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(path), str(data),
                     str(out)], check=True)
     loaded = np.load(out)
-    np.testing.assert_array_equal(loaded["prediction"],
+    assert_equal(loaded["prediction"],
                                   model.predict(x, verbose=0))
     layer = model.layers[0]
     for w in layer.weights:
-        np.testing.assert_array_equal(loaded[w.name], w.numpy())
+        assert_equal(loaded[w.name], w.numpy())
     assert np.any(layer.cell.moving_variance_h.numpy() != 1.0)
