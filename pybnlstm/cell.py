@@ -248,6 +248,14 @@ class BNLSTMCell(keras.layers.Layer):
                     ),
                 )
 
+        self.moving_count = self.add_weight(
+            shape=(self.max_timesteps,),
+            name="moving_count",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
+
     def _bias_init(self, shape, dtype=None):
         if not self.unit_forget_bias:
             return self.bias_initializer(shape, dtype=dtype)

@@ -6,6 +6,7 @@ from keras import ops
 
 from pybnlstm import _checks, _loop
 from pybnlstm.cell import BNLSTMCell, batch_moments
+from pybnlstm.statistics import update_population_statistics
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
@@ -372,7 +373,8 @@ class BNLSTM(keras.layers.RNN):
                 counts = ops.full((length,), batch_size, dtype="float32")
             else:
                 counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
-            self._update_statistics(
+            update_population_statistics(
+                cell,
                 steps,
                 counts,
                 {
@@ -390,25 +392,6 @@ class BNLSTM(keras.layers.RNN):
         rate = self.dropout if rate is None else rate
         ones = ops.ones(shape, dtype=self.compute_dtype)
         return keras.random.dropout(ones, rate, seed=self.seed_generator)
-
-    def _update_statistics(self, steps, counts, batch_stats):
-        """Moves the population statistics of the rows in `steps` towards
-        this batch's moments; steps past the last row, and steps with no
-        unmasked sample, are left out."""
-        cell = self.cell
-        rows = ops.clip(steps, 0, cell.max_timesteps - 1)
-        valid = ops.logical_and(steps < cell.max_timesteps, counts > 0)
-        # A (timesteps, max_timesteps) selector turns the row-wise update
-        # into one matmul per statistic, on every backend.
-        selector = ops.one_hot(rows, cell.max_timesteps) * ops.cast(
-            valid, "float32"
-        )[:, None]
-        selector = ops.transpose(selector)
-        for key, variable in cell.statistics.items():
-            delta = (1.0 - cell.momentum) * (
-                batch_stats[key] - ops.take(variable, rows, axis=0)
-            )
-            variable.assign(variable + ops.matmul(selector, delta))
 
     def get_config(self):
         config = self.cell.get_config()

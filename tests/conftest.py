@@ -30,7 +30,9 @@ def randomize(layer, seed=0):
     rng = np.random.default_rng(seed)
     for v in layer.weights:
         shape = tuple(v.shape)
-        if v.name.startswith("moving_variance"):
+        if v.name == "moving_count":
+            value = rng.integers(0, 4, shape)
+        elif v.name.startswith("moving_variance"):
             value = rng.uniform(0.2, 2.0, shape)
         elif v.name.startswith("gamma"):
             value = rng.uniform(0.3, 1.5, shape)

@@ -30,13 +30,29 @@ class ReferenceBNLSTM:
         rows = v[alive]
         return rows.mean(axis=0), rows.var(axis=0)
 
-    def update(self, part, t, mean, var):
+    def update(self, t, moments):
+        """The debiased moving-average update of row t:
+        est += (1 - m) / (1 - m**n) * (batch - est) at the n-th update."""
         if t >= self.max_timesteps:
             return
         m = self.momentum
-        for stat, value in (("mean", mean), ("variance", var)):
-            key = f"moving_{stat}_{part}"
-            self.w[key][t] = m * self.w[key][t] + (1 - m) * value
+        n = self.w["moving_count"][t] + 1
+        weight = 1.0 / n if m == 1 else (1 - m) / (1 - m ** n)
+        for (part, stat), value in moments.items():
+            row = self.w[f"moving_{stat}_{part}"][t]
+            row += weight * (value - row)
+        self.w["moving_count"][t] = n
+
+    def fill_unvisited(self):
+        """Rows never updated copy the nearest updated row before them."""
+        last = None
+        for t in range(self.max_timesteps):
+            if self.w["moving_count"][t] > 0:
+                last = t
+            elif last is not None:
+                for key in self.w:
+                    if key.startswith("moving_") and key != "moving_count":
+                        self.w[key][t] = self.w[key][last]
 
     def stats(self, part, t):
         row = min(t, self.max_timesteps - 1)
@@ -47,7 +63,8 @@ class ReferenceBNLSTM:
             go_backwards=False, input_mask=None, recurrent_mask=None):
         """Returns (outputs (batch, time, units), h, c).
 
-        In training mode the population statistics are updated in place.
+        In training mode the population statistics (and their update
+        counts) are updated in place.
         `input_mask`/`recurrent_mask` are dropout masks (already scaled)
         applied to x_t and to h_{t-1}.
         """
@@ -83,9 +100,9 @@ class ReferenceBNLSTM:
             c_new = self.gate(f) * c + self.gate(i) * self.act(g)
             if training and alive.any():
                 mc, vc = self.moments(c_new, alive)
-                self.update("x", t, mx, vx)
-                self.update("h", t, mh, vh)
-                self.update("c", t, mc, vc)
+                self.update(t, {("x", "mean"): mx, ("x", "variance"): vx,
+                                ("h", "mean"): mh, ("h", "variance"): vh,
+                                ("c", "mean"): mc, ("c", "variance"): vc})
             else:
                 mc, vc = self.stats("c", t)
             h_new = self.gate(o) * self.act(
@@ -94,6 +111,8 @@ class ReferenceBNLSTM:
             h = np.where(keep, h_new, h)
             c = np.where(keep, c_new, c)
             outputs[:, step] = h
+        if training:
+            self.fill_unvisited()
         return outputs, h, c
 
 

@@ -22,6 +22,7 @@ WEIGHT_SHAPES = {
     "moving_variance_h": (5, 16),
     "moving_mean_c": (5, 4),
     "moving_variance_c": (5, 4),
+    "moving_count": (5,),
 }
 
 

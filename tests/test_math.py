@@ -86,11 +86,16 @@ def test_pinned_values():
          [[-0.040009, -0.040009], [-0.043795, -0.043795],
           [-0.047367, -0.047367]]],
         atol=2e-6)
-    # Batch means of x W are 0, 1, 1.75; one update at momentum 0.99.
-    assert_close(
-        layer.cell.moving_mean_x.numpy()[:, 0], [0.0, 0.01, 0.0175], atol=1e-7)
-    assert_close(
-        infer[:, -1], [[0.006963, 0.006963], [0.007933, 0.007933]], atol=2e-6)
+    # Batch moments of x W: means 0, 1, 1.75 and variances 1, 1, 1.5625.
+    # The first (debiased) update takes them as they are.
+    assert_close(layer.cell.moving_mean_x.numpy()[:, 0], [0.0, 1.0, 1.75],
+                 atol=1e-7)
+    assert_close(layer.cell.moving_variance_x.numpy()[:, 0],
+                 [1.0, 1.0, 1.5625], atol=1e-7)
+    assert_equal(layer.cell.moving_count.numpy(), [1.0, 1.0, 1.0])
+    # So inference on that batch reproduces the training-mode output.
+    assert_close(infer[:, -1], [[0.047136, 0.047136], [-0.047367, -0.047367]],
+                 atol=2e-6)
 
 
 @pytest.mark.parametrize(
