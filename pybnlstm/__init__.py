@@ -6,8 +6,16 @@ cell. Importing this package registers both for `.keras` serialization.
 
 from pybnlstm.cell import BNLSTMCell
 from pybnlstm.layer import BNLSTM
+from pybnlstm.statistics import RecomputeStatistics, recompute_statistics
 from pybnlstm.weights import load_lstm_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["BNLSTM", "BNLSTMCell", "load_lstm_weights", "__version__"]
+__all__ = [
+    "BNLSTM",
+    "BNLSTMCell",
+    "RecomputeStatistics",
+    "load_lstm_weights",
+    "recompute_statistics",
+    "__version__",
+]

@@ -101,8 +101,9 @@ class BNLSTMCell(keras.layers.Layer):
         max_timesteps: Positive integer, the number of time steps that keep
             their own population statistics. Required to build the cell;
             `BNLSTM` fills it in from its input's length.
-        momentum: Momentum of the moving averages of the population
-            statistics, in [0, 1]. Default: `0.99`.
+        momentum: Momentum of the debiased moving averages of the
+            population statistics, in [0, 1] (1 keeps a running mean).
+            Default: `0.5`; see `BNLSTM`.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
         **kwargs: Base layer keyword arguments, such as `dtype` and `name`.
@@ -146,7 +147,7 @@ class BNLSTMCell(keras.layers.Layer):
         recurrent_constraint=None,
         bias_constraint=None,
         max_timesteps=None,
-        momentum=0.99,
+        momentum=0.5,
         epsilon=1e-3,
         **kwargs,
     ):

@@ -24,7 +24,9 @@ class BNLSTM(keras.layers.RNN):
 
     In training, `BN_t` uses the batch mean and biased variance of step t
     (masked samples excluded) and the layer updates per-step moving
-    averages. In inference it uses those population statistics, so a
+    averages, debiased by a per-row count of updates (`moving_count`): the
+    first update of a row takes the batch statistic itself, and rows never
+    updated copy the nearest updated row before them. In inference it uses those population statistics, so a
     sample's output never depends on the rest of its batch; steps past
     `max_timesteps - 1` use the last row. Any batch size works.
 
@@ -75,8 +77,14 @@ class BNLSTM(keras.layers.RNN):
         max_timesteps: Positive integer, the number of time steps that keep
             their own population statistics. Default: the input's length at
             build time (an error if that is unknown).
-        momentum: Momentum of the moving averages, in [0, 1]. Default:
-            `0.99`.
+        momentum: Momentum of the debiased moving averages, in [0, 1] (1
+            keeps a running mean). Default: `0.5`, lower than Keras'
+            BatchNormalization: the statistics of a recurrence shift by a
+            few percent with each optimizer step early in training, and
+            inference is sensitive to stale ones, so a short memory tracks
+            the weights better. For statistics that match the final
+            weights exactly, use `pybnlstm.recompute_statistics` or the
+            `pybnlstm.RecomputeStatistics` callback.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
         return_sequences: Boolean. Whether to return the last output in the
@@ -143,7 +151,7 @@ class BNLSTM(keras.layers.RNN):
         recurrent_dropout=0.0,
         seed=None,
         max_timesteps=None,
-        momentum=0.99,
+        momentum=0.5,
         epsilon=1e-3,
         return_sequences=False,
         return_state=False,
@@ -198,6 +206,7 @@ class BNLSTM(keras.layers.RNN):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.input_spec = keras.InputSpec(ndim=3)
+        self._statistics_collector = None
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -315,6 +324,10 @@ class BNLSTM(keras.layers.RNN):
 
         batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
         training = bool(training)
+        # While `recompute_statistics` collects, the layer normalizes with
+        # batch moments (as in training, without dropout) and reports them.
+        collector = self._statistics_collector
+        batch_norm = training or collector is not None
         if training and self.dropout > 0:
             x = x * self._dropout_mask((batch_size, x.shape[-1]))[:, None, :]
         recurrent_mask = None
@@ -325,7 +338,7 @@ class BNLSTM(keras.layers.RNN):
 
         xw = ops.matmul(x, cell.kernel)
         steps = offset + ops.arange(length, dtype="int32")
-        if training:
+        if batch_norm:
             x_moments = batch_moments(xw, weights)
             zx = cell.normalized_input(
                 xw, *cell.affine(*x_moments, cell.gamma_x)
@@ -339,7 +352,7 @@ class BNLSTM(keras.layers.RNN):
         xs = {"zx": time_major(zx)}
         if weights is not None:
             xs["weights"] = time_major(weights)
-        if not training:
+        if not batch_norm:
             xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
 
         recurrence = cell.recurrence()
@@ -360,7 +373,7 @@ class BNLSTM(keras.layers.RNN):
                 keep = inputs["weights"] > 0
                 h = ops.where(keep, h, carry[0])
                 c = ops.where(keep, c, c_prev)
-            return (h, c), (h,) + (moments if training else ())
+            return (h, c), (h,) + (moments if batch_norm else ())
 
         final, history = _loop.scan(step, (h0, c0), xs, self.unroll)
 
@@ -368,24 +381,25 @@ class BNLSTM(keras.layers.RNN):
         if self.zero_output_for_mask and weights is not None:
             outputs = outputs * weights
         last_output = outputs[:, -1]
-        if training and self.trainable:
+        if collector is not None or (training and self.trainable):
             if weights is None:
                 counts = ops.full((length,), batch_size, dtype="float32")
             else:
                 counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
-            update_population_statistics(
-                cell,
-                steps,
-                counts,
-                {
-                    ("x", "mean"): x_moments[0],
-                    ("x", "variance"): x_moments[1],
-                    ("h", "mean"): history[1],
-                    ("h", "variance"): history[2],
-                    ("c", "mean"): history[3],
-                    ("c", "variance"): history[4],
-                },
-            )
+            batch_stats = {
+                ("x", "mean"): x_moments[0],
+                ("x", "variance"): x_moments[1],
+                ("h", "mean"): history[1],
+                ("h", "variance"): history[2],
+                ("c", "mean"): history[3],
+                ("c", "variance"): history[4],
+            }
+            if collector is not None:
+                collector(steps, counts, batch_stats)
+            else:
+                update_population_statistics(
+                    cell, steps, counts, batch_stats
+                )
         return last_output, outputs, final
 
     def _dropout_mask(self, shape, rate=None):

@@ -9,6 +9,11 @@ n-th update uses the weight `(1 - momentum) / (1 - momentum**n)`: the first
 takes the batch statistic itself, later ones tend to the usual average.
 """
 
+import contextlib
+import math
+
+import keras
+import numpy as np
 from keras import ops
 
 
@@ -70,3 +75,233 @@ def update_population_statistics(cell, steps, counts, batch_stats):
         variable.assign(kept + ops.matmul(selector, rows_now))
     cell.moving_count.assign(updated_counts)
     fill_unvisited_rows(cell)
+
+
+class _Sums:
+    """Sums of the per-step batch moments one layer reports, per row."""
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.batches = np.zeros(cell.max_timesteps)
+        self.sums = {
+            key: np.zeros(tuple(variable.shape))
+            for key, variable in cell.statistics.items()
+        }
+
+    def __call__(self, steps, counts, batch_stats):
+        steps = ops.convert_to_numpy(steps)
+        counts = ops.convert_to_numpy(counts)
+        valid = (steps < self.cell.max_timesteps) & (counts > 0)
+        rows = steps[valid]
+        self.batches[rows] += 1
+        for key, value in batch_stats.items():
+            self.sums[key][rows] += ops.convert_to_numpy(value)[valid]
+
+    def apply(self):
+        """Sets the rows that saw data to the exact averages; returns the
+        largest change of each statistic."""
+        seen = self.batches > 0
+        changes = {}
+        for key, variable in self.cell.statistics.items():
+            old = ops.convert_to_numpy(variable)
+            new = old.copy()
+            new[seen] = self.sums[key][seen] / self.batches[seen, None]
+            variable.assign(new)
+            changes[variable.name] = float(np.max(np.abs(new - old)))
+        counts = ops.convert_to_numpy(self.cell.moving_count).copy()
+        counts[seen] = self.batches[seen]
+        self.cell.moving_count.assign(counts)
+        fill_unvisited_rows(self.cell)
+        return {"rows": int(seen.sum()), "max_change": changes}
+
+
+def bnlstm_layers(layer):
+    """Every BNLSTM in a model or layer, nested models and wrappers (such
+    as `Bidirectional`) included, each once."""
+    from pybnlstm.layer import BNLSTM
+
+    found, stack, seen = [], [layer], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BNLSTM):
+            found.append(current)
+            continue
+        children = list(getattr(current, "layers", None) or [])
+        for name in ("layer", "forward_layer", "backward_layer"):
+            child = getattr(current, name, None)
+            if isinstance(child, keras.layers.Layer):
+                children.append(child)
+        stack.extend(reversed(children))
+    return found
+
+
+def _inputs_of(element):
+    """The model input of a data element: `x` of `(x, y)` or `(x, y, w)`."""
+    if isinstance(element, tuple) and len(element) in (2, 3):
+        return element[0]
+    return element
+
+
+def _batches(data, batch_size, steps):
+    """Yields `(inputs, total)` batches from arrays, a dataset or a
+    generator; `total` is the number of batches when it can be known."""
+    data = _inputs_of(data)
+    if hasattr(data, "shape") and hasattr(data, "__getitem__"):
+        total = math.ceil(data.shape[0] / batch_size)
+        if steps is not None:
+            total = min(total, steps)
+        for i in range(total):
+            yield data[i * batch_size : (i + 1) * batch_size], total
+        return
+    total = steps
+    if total is None and hasattr(data, "__len__"):
+        total = len(data)
+    for i, element in enumerate(data):
+        if steps is not None and i >= steps:
+            return
+        yield _inputs_of(element), total
+
+
+@contextlib.contextmanager
+def _collecting(sums):
+    for layer, collector in sums.items():
+        layer._statistics_collector = collector
+    try:
+        yield
+    finally:
+        for layer in sums:
+            layer._statistics_collector = None
+
+
+def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
+    """Re-estimates the population statistics of every BNLSTM in a model.
+
+    Runs the model over `data` in inference mode, except that each BNLSTM
+    normalizes with the batch moments of each time step (as in training,
+    without dropout), and sets each time-step row of its population
+    statistics to the exact average of those moments over the batches: the
+    estimate Cooijmans et al. (2016) use. Moving averages lag behind the
+    weights while they train; this does not. Trainable weights are left
+    untouched, rows the data never reach keep their values, and
+    `moving_count` becomes the number of batches averaged.
+
+    Use the same batch size as in training: the moments are those of a
+    batch.
+
+    Args:
+        model: a built Keras model or layer containing BNLSTM layers, at any
+            depth (nested models, `Bidirectional`).
+        data: the inputs: an array (or `(x, y)` / `(x, y, sample_weight)`
+            tuple of arrays), a `tf.data.Dataset`, or any iterable of
+            batches (a generator, a `keras.utils.PyDataset`).
+        batch_size: batch size for arrays. Default: 32.
+        steps: the number of batches to use, or `None` for all of `data`.
+        verbose: 0 for silence, 1 for a progress bar (the default).
+
+    Returns:
+        A dict from each BNLSTM layer's path to `{"batches", "rows",
+        "max_change"}`: the batches averaged, the time-step rows
+        re-estimated, and the largest absolute change of each statistic.
+
+    Example:
+
+    >>> model.fit(x_train, y_train, epochs=3)
+    >>> changes = pybnlstm.recompute_statistics(model, x_train)
+    """
+    layers = bnlstm_layers(model)
+    if not layers:
+        raise ValueError(
+            "Received a model with no BNLSTM layer for argument `model`."
+        )
+    if not all(layer.built for layer in layers):
+        raise ValueError(
+            "Received a model that is not built for argument `model`; call "
+            "it on data (or build it) first."
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `batch_size`, expected "
+            f"a positive integer, got {batch_size!r}"
+        )
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `steps`, expected a "
+            f"positive integer or None, got {steps!r}"
+        )
+    sums = {layer: _Sums(layer.cell) for layer in layers}
+    batches = 0
+    progress = None
+    with _collecting(sums):
+        for inputs, total in _batches(data, batch_size, steps):
+            if progress is None:
+                progress = keras.utils.Progbar(
+                    total, verbose=verbose, unit_name="batch"
+                )
+            model(inputs, training=False)
+            batches += 1
+            progress.update(batches)
+    if batches == 0:
+        raise ValueError("Received no batch in argument `data`.")
+    return {
+        layer.path: {"batches": batches, **sums[layer].apply()}
+        for layer in layers
+    }
+
+
+class RecomputeStatistics(keras.callbacks.Callback):
+    """Re-estimates the BNLSTM population statistics during `fit()`.
+
+    At the end of training, and by default before each validation pass (so
+    that `val_loss`, and early stopping on it, see statistics that match the
+    current weights), it calls `pybnlstm.recompute_statistics` on `data`.
+
+    Place it after an `EarlyStopping(restore_best_weights=True)` in the
+    callback list, so that it re-estimates for the restored weights.
+
+    Args:
+        data: the training inputs, as for `recompute_statistics`.
+        batch_size: batch size for arrays; use the training batch size.
+            Default: 32.
+        steps: the number of batches to use, or `None` for all.
+        before_validation: Boolean (default `True`): also re-estimate
+            before each validation pass.
+        verbose: 0 for silence (the default, beside fit's own progress
+            bar), 1 for a progress bar.
+
+    Example:
+
+    >>> model.fit(x, y, validation_split=0.2, epochs=10,
+    ...           callbacks=[pybnlstm.RecomputeStatistics(x)])
+    """
+
+    def __init__(self, data, batch_size=32, steps=None,
+                 before_validation=True, verbose=0):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.steps = steps
+        self.before_validation = bool(before_validation)
+        self.verbose = verbose
+        self._training = False
+
+    def _recompute(self):
+        recompute_statistics(self.model, self.data, self.batch_size,
+                             self.steps, self.verbose)
+
+    def on_train_begin(self, logs=None):
+        self._training = True
+
+    def on_test_begin(self, logs=None):
+        if self._training and self.before_validation:
+            self._recompute()
+
+    def on_train_end(self, logs=None):
+        self._training = False
+        self._recompute()

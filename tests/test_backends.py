@@ -1,4 +1,5 @@
-"""The reference, behaviour and serialization suites on JAX and PyTorch.
+"""The reference, behaviour, serialization and statistics suites on JAX
+and PyTorch.
 
 Keras picks its backend once per process, so each backend runs the other
 test files in a fresh interpreter.
@@ -14,7 +15,12 @@ import keras
 import pytest
 
 HERE = Path(__file__).parent
-SUITES = ["test_math.py", "test_layer.py", "test_serialization.py"]
+SUITES = [
+    "test_math.py",
+    "test_layer.py",
+    "test_serialization.py",
+    "test_statistics.py",
+]
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -114,3 +114,5 @@ def test_keras_file_loads_in_another_process(rng, tmp_path):
     for w in layer.weights:
         assert_equal(loaded[w.name], w.numpy())
     assert np.any(layer.cell.moving_variance_h.numpy() != 1.0)
+    # The update counts travel too (2 epochs of 3 batches).
+    assert_equal(loaded["moving_count"], [6.0] * 5)
