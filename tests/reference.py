@@ -13,7 +13,7 @@ class ReferenceBNLSTM:
     """Holds the weights and the population statistics; `run` processes a
     batch of sequences in float64."""
 
-    def __init__(self, weights, momentum=0.99, epsilon=1e-3,
+    def __init__(self, weights, *, momentum, epsilon,
                  activation=np.tanh, recurrent_activation=sigmoid):
         self.w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
         self.momentum = momentum
@@ -114,6 +114,14 @@ class ReferenceBNLSTM:
         if training:
             self.fill_unvisited()
         return outputs, h, c
+
+
+def reference_for(layer, **kwargs):
+    """A reference with the weights and hyperparameters of a built layer
+    (a BNLSTM, or a keras.layers.RNN around a BNLSTMCell)."""
+    cell = layer.cell
+    return ReferenceBNLSTM(weights_of(layer), momentum=cell.momentum,
+                           epsilon=cell.epsilon, **kwargs)
 
 
 def weights_of(layer):

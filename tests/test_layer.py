@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TOL, assert_close, assert_equal, built_layer, to_np
-from reference import ReferenceBNLSTM, weights_of
+from reference import reference_for, weights_of
 
 import pybnlstm
 
@@ -112,7 +112,7 @@ def test_stateful_continues_time_index_and_resets(rng):
     x = rng.normal(size=(6, 8, 3)).astype("float32")
     layer = built_layer(input_shape=(6, 4, 3), stateful=True,
                         return_sequences=True)
-    ref = ReferenceBNLSTM(weights_of(layer))
+    ref = reference_for(layer)
     whole = ref.run(x, training=False)[0]
     first, second = layer(x[:, :4]), layer(x[:, 4:])
     assert_close(np.concatenate(to_np([first, second]), 1), whole,
@@ -160,8 +160,8 @@ def test_bidirectional(rng, tmp_path):
     for state in (fh, fc, bh, bc):
         assert state.shape == (6, 4)
     assert bi.backward_layer.go_backwards
-    forward = ReferenceBNLSTM(weights_of(bi.forward_layer))
-    backward = ReferenceBNLSTM(weights_of(bi.backward_layer))
+    forward = reference_for(bi.forward_layer)
+    backward = reference_for(bi.backward_layer)
     f_out = forward.run(x, training=False)[0]
     b_out = backward.run(x, training=False, go_backwards=True)[0]
     assert_close(
@@ -220,7 +220,7 @@ def test_fit_trains_statistics_and_predict_uses_them(rng):
         assert_equal(value, after[key])
     # predict is inference mode: it matches the reference with population
     # statistics, and a sample's output does not depend on its batch.
-    ref = ReferenceBNLSTM(after)
+    ref = reference_for(layer)
     assert_close(
         layer(x), ref.run(x, training=False)[1], **TOL)
     alone = model.predict(x[:1], verbose=0)
@@ -284,7 +284,7 @@ def test_load_lstm_weights(rng):
             lstm.get_weights()):
         assert_equal(mine.numpy(), theirs)
     assert_equal(layer.cell.gamma_x.numpy(), gamma_before)
-    ref = ReferenceBNLSTM(weights_of(layer))
+    ref = reference_for(layer)
     assert_close(layer(x), ref.run(x, False)[1], **TOL)
     with pytest.raises(ValueError, match="shape"):
         pybnlstm.load_lstm_weights(layer, [w.T for w in lstm.get_weights()])

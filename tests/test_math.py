@@ -4,14 +4,13 @@ import keras
 import numpy as np
 import pytest
 from conftest import TOL, assert_close, assert_equal, built_layer, randomize, to_np
-from reference import ReferenceBNLSTM, weights_of
+from reference import reference_for, weights_of
 
 import pybnlstm
 
 
 def run_both(layer, x, training, **ref_kwargs):
-    ref = ReferenceBNLSTM(weights_of(layer), momentum=layer.momentum,
-                          epsilon=layer.epsilon)
+    ref = reference_for(layer)
     got = layer(x, training=training)
     want = ref.run(x, training=training, **ref_kwargs)
     return got, want, ref
@@ -31,7 +30,7 @@ def test_moving_statistics_update_matches_reference(rng):
     layer = built_layer(momentum=0.8)
     x1 = rng.normal(size=(6, 5, 3)).astype("float32")
     x2 = rng.normal(size=(6, 5, 3)).astype("float32") * 2 + 1
-    ref = ReferenceBNLSTM(weights_of(layer), momentum=0.8)
+    ref = reference_for(layer)
     for x in (x1, x2):
         layer(x, training=True)
         ref.run(x, training=True)
@@ -111,8 +110,8 @@ def test_options_match_reference(rng, options, training):
     act = keras.activations.get(options.get("activation", "tanh"))
     gate = keras.activations.get(
         options.get("recurrent_activation", "sigmoid"))
-    ref = ReferenceBNLSTM(
-        weights_of(layer),
+    ref = reference_for(
+        layer,
         activation=lambda v: np.asarray(act(v.astype("float32")), np.float64),
         recurrent_activation=lambda v: np.asarray(gate(v.astype("float32")),
                                                   np.float64),
@@ -144,7 +143,7 @@ def test_mask_matches_reference(rng, training):
     mask[1, :2] = False  # pre-padded
     mask[2, 2] = False
     mask[:, 4] = False   # a step masked in every sample
-    ref = ReferenceBNLSTM(weights_of(layer))
+    ref = reference_for(layer)
     out, h, c = layer(x, mask=mask, training=training)
     r_out, r_h, r_c = ref.run(x, training=training, mask=mask)
     assert_close(h, r_h, **TOL)
@@ -165,7 +164,7 @@ def test_initial_state_matches_reference(rng):
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     h0 = rng.normal(size=(6, 4)).astype("float32")
     c0 = rng.normal(size=(6, 4)).astype("float32")
-    ref = ReferenceBNLSTM(weights_of(layer))
+    ref = reference_for(layer)
     _, h, c = layer(x, initial_state=[h0, c0])
     _, r_h, r_c = ref.run(x, training=False, h0=h0, c0=c0)
     assert_close(h, r_h, **TOL)
@@ -211,9 +210,9 @@ def test_dropout_only_in_training(rng):
     layer = built_layer(dropout=0.5, recurrent_dropout=0.5, seed=1,
                         return_sequences=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
-    ref = ReferenceBNLSTM(weights_of(layer))
+    ref = reference_for(layer)
     assert_close(layer(x), ref.run(x, training=False)[0], **TOL)
-    no_dropout = ReferenceBNLSTM(weights_of(layer)).run(x, training=True)[0]
+    no_dropout = reference_for(layer).run(x, training=True)[0]
     assert not np.allclose(to_np(layer(x, training=True)), no_dropout,
                        atol=1e-3)
 
@@ -224,14 +223,14 @@ def test_cell_in_generic_rnn_matches_reference(rng):
     rnn.build((6, 5, 3))
     randomize(rnn)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
-    ref = ReferenceBNLSTM(weights_of(rnn))
+    ref = reference_for(rnn)
     assert_close(rnn(x), ref.run(x, training=False)[0], **TOL)
     with pytest.warns(UserWarning, match="population statistics"):
         got = rnn(x, training=True)
     assert_close(got, ref.run(x, training=True)[0], **TOL)
     # A bare cell leaves its statistics alone (documented).
     assert_equal(weights_of(rnn)["moving_mean_h"],
-                                  ReferenceBNLSTM(weights_of(rnn)).w[
+                                  reference_for(rnn).w[
                                       "moving_mean_h"])
 
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TOL, assert_close, assert_equal, built_layer, to_np
-from reference import ReferenceBNLSTM, weights_of
+from reference import reference_for, weights_of
 
 import pybnlstm
 
@@ -13,7 +13,7 @@ import pybnlstm
 def test_debiased_update_matches_reference(rng, momentum):
     layer = built_layer(momentum=momentum)
     layer.cell.moving_count.assign(np.zeros(5))
-    ref = ReferenceBNLSTM(weights_of(layer), momentum=momentum)
+    ref = reference_for(layer)
     for scale in (1.0, 3.0, 0.5):
         x = (rng.normal(size=(6, 5, 3)) * scale).astype("float32")
         layer(x, training=True)
@@ -56,7 +56,7 @@ def _reference_average(layer, batches):
     moments (computed by the reference with the layer's weights)."""
     logs = []
     for x in batches:
-        ref = ReferenceBNLSTM(weights_of(layer))
+        ref = reference_for(layer)
         ref.w["moving_count"][:] = 0
         ref.momentum = 0.0  # each row then holds this batch's moments
         ref.run(x, training=True)
