@@ -1,0 +1,105 @@
+# Argument checks. Each names the argument and says what was expected, and
+# runs in R, before anything reaches Python.
+
+stop_argument <- function(name, expected, value) {
+  shown <- if (is.null(value)) {
+    "NULL"
+  } else if (length(value) == 1 && is.atomic(value)) {
+    deparse(value)
+  } else {
+    paste0("an object of class ", class(value)[1], " and length ",
+           length(value))
+  }
+  stop("Received an invalid value for argument `", name, "`: expected ",
+       expected, ", got ", shown, ".", call. = FALSE)
+}
+
+is_whole_number <- function(value) {
+  is.numeric(value) && length(value) == 1 && !is.na(value) &&
+    is.finite(value) && value == round(value)
+}
+
+check_count <- function(value, name, null_ok = FALSE) {
+  if (null_ok && is.null(value)) {
+    return(NULL)
+  }
+  if (!is_whole_number(value) || value < 1) {
+    stop_argument(name, "a positive whole number", value)
+  }
+  as.integer(value)
+}
+
+check_fraction <- function(value, name, upper_inclusive = FALSE) {
+  ok <- is.numeric(value) && length(value) == 1 && !is.na(value) &&
+    value >= 0 && (if (upper_inclusive) value <= 1 else value < 1)
+  if (!ok) {
+    stop_argument(name, paste0("a number in [0, 1", if (upper_inclusive)
+      "]" else ")"), value)
+  }
+  as.numeric(value)
+}
+
+check_positive <- function(value, name) {
+  if (!is.numeric(value) || length(value) != 1 || is.na(value) ||
+      value <= 0) {
+    stop_argument(name, "a positive number", value)
+  }
+  as.numeric(value)
+}
+
+check_flag <- function(value, name) {
+  if (!is.logical(value) || length(value) != 1 || is.na(value)) {
+    stop_argument(name, "TRUE or FALSE", value)
+  }
+  value
+}
+
+check_string <- function(value, name) {
+  if (!is.character(value) || length(value) != 1 || is.na(value) ||
+      !nzchar(value)) {
+    stop_argument(name, "a single non-empty string", value)
+  }
+  value
+}
+
+check_seed <- function(value, name) {
+  if (is.null(value)) {
+    return(NULL)
+  }
+  if (!is_whole_number(value)) {
+    stop_argument(name, "a whole number or NULL", value)
+  }
+  as.integer(value)
+}
+
+# An input shape without the batch dimension; NA means unknown.
+check_shape <- function(value, name) {
+  ok <- length(value) >= 1 &&
+    (is.numeric(value) || (is.logical(value) && all(is.na(value)))) &&
+    all(is.na(value) | (value >= 1 & value == round(value)))
+  if (!ok) {
+    stop_argument(name, "a vector of positive whole numbers (NA for unknown)",
+                  value)
+  }
+  reticulate::tuple(lapply(value, function(d) {
+    if (is.na(d)) NULL else as.integer(d)
+  }))
+}
+
+# Activations, initializers, regularizers and constraints: a name, or an
+# object Keras understands (a number for gamma_initializer).
+check_spec <- function(value, name, number_ok = FALSE) {
+  if (is.null(value) || inherits(value, "python.builtin.object") ||
+      is.function(value)) {
+    return(value)
+  }
+  if (is.character(value)) {
+    return(check_string(value, name))
+  }
+  if (number_ok && is.numeric(value) && length(value) == 1 &&
+      !is.na(value)) {
+    return(as.numeric(value))
+  }
+  stop_argument(name, paste0("a name, a Keras object", if (number_ok)
+    ", a number" else "", " or NULL"), value)
+}

@@ -1,0 +1,86 @@
+#' Re-estimate the population statistics of BN-LSTM layers
+#'
+#' Runs `model` over `x` and sets the per-time-step population statistics
+#' of every [layer_bn_lstm()] in it (nested models and bidirectional
+#' wrappers included) to the exact averages of the batch statistics, as
+#' Cooijmans et al. (2016) estimate them. Moving averages lag behind the
+#' weights while they train; this does not. Trainable weights are left
+#' untouched.
+#'
+#' @param model A built Keras model with BN-LSTM layers.
+#' @param x The training inputs: an R array (samples, timesteps,
+#'   features), a list `list(x, y)`, or a Python dataset or generator.
+#' @param batch_size Batch size for arrays; use the training batch size.
+#'   Default: `32`.
+#' @param steps Number of batches to use, or `NULL` for all.
+#' @param verbose `0` for silence, `1` for a progress bar.
+#'
+#' @return A named list, one element per BN-LSTM layer: the batches
+#'   averaged, the time-step rows re-estimated and the largest change of
+#'   each statistic.
+#' @seealso [callback_bn_lstm_statistics()]
+#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' keras <- reticulate::import("keras")
+#' x <- array(runif(4 * 5 * 2), c(4, 5, 2))
+#' model <- keras$Sequential() |> layer_bn_lstm(units = 3, input_shape = c(5, 2))
+#' changes <- recompute_statistics(model, x, batch_size = 2, verbose = 0)
+#' @export
+recompute_statistics <- function(model, x, batch_size = 32, steps = NULL,
+                                 verbose = 1) {
+  if (!inherits(model, "python.builtin.object")) {
+    stop_argument("model", "a Keras model", model)
+  }
+  args <- statistics_arguments(x, batch_size, steps, verbose)
+  do.call(bnlstm_python()$recompute_statistics, c(list(model), args))
+}
+
+#' Callback that keeps BN-LSTM population statistics exact during `fit()`
+#'
+#' Before each validation pass (so that `val_loss`, and early stopping on
+#' it, see statistics that match the current weights) and at the end of
+#' training, re-estimates the population statistics with
+#' [recompute_statistics()]. Place it after an early-stopping callback that
+#' restores the best weights.
+#'
+#' @inheritParams recompute_statistics
+#' @param before_validation Also re-estimate before each validation pass.
+#'   Default: `TRUE`.
+#' @param verbose `0` (the default) for silence, `1` for a progress bar.
+#'
+#' @return A Keras callback, for `fit(callbacks = list(...))`.
+#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' x <- array(runif(4 * 5 * 2), c(4, 5, 2))
+#' callback <- callback_bn_lstm_statistics(x, batch_size = 2)
+#' @export
+callback_bn_lstm_statistics <- function(x, batch_size = 32, steps = NULL,
+                                        before_validation = TRUE,
+                                        verbose = 0) {
+  args <- statistics_arguments(x, batch_size, steps, verbose)
+  args$before_validation <- check_flag(before_validation,
+                                       "before_validation")
+  do.call(bnlstm_python()$RecomputeStatistics, args)
+}
+
+statistics_arguments <- function(x, batch_size, steps, verbose) {
+  if (is.list(x) && !inherits(x, "python.builtin.object")) {
+    x <- x[[1]]
+  }
+  if (is.array(x)) {
+    storage.mode(x) <- "double"
+  } else if (!inherits(x, "python.builtin.object")) {
+    stop_argument("x", "an array, list(x, y), or a Python dataset", x)
+  }
+  list(
+    data = x,
+    batch_size = check_count(batch_size, "batch_size"),
+    steps = check_count(steps, "steps", null_ok = TRUE),
+    verbose = check_verbose(verbose)
+  )
+}
+
+check_verbose <- function(value) {
+  if (!is_whole_number(value) || !value %in% c(0, 1)) {
+    stop_argument("verbose", "0 or 1", value)
+  }
+  as.integer(value)
+}
