@@ -38,14 +38,17 @@ keras_python <- function() {
   .bnlstm$keras
 }
 
-check_versions <- function() {
+# Warns once when the R and Python packages differ in version.
+check_versions <- function(python_version = NULL) {
   if (!is.null(.bnlstm$checked)) {
     return(invisible(TRUE))
   }
   .bnlstm$checked <- TRUE
-  python_version <- reticulate::py_to_r(
-    reticulate::py_get_attr(.bnlstm$module, "__version__")
-  )
+  if (is.null(python_version)) {
+    python_version <- reticulate::py_to_r(
+      reticulate::py_get_attr(.bnlstm$module, "__version__")
+    )
+  }
   r_version <- as.character(utils::packageVersion("bnlstm"))
   if (!identical(python_version, r_version)) {
     warning(

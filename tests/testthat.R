@@ -1,0 +1,4 @@
+library(testthat)
+library(bnlstm)
+
+test_check("bnlstm")

@@ -1,0 +1,34 @@
+test_that("recompute_statistics averages over the batches", {
+  skip_if_no_bnlstm()
+  x <- random_array(10, 5, 2)
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 3, input_shape = c(5, 2))
+  changes <- recompute_statistics(model, x, batch_size = 4, verbose = 0)
+  expect_length(changes, 1)
+  expect_equal(changes[[1]]$batches, 3)
+  expect_equal(changes[[1]]$rows, 5)
+  counts <- model$layers[[1]]$cell$moving_count$numpy()
+  expect_equal(as.vector(counts), rep(3, 5))
+  expect_error(recompute_statistics(model, x, batch_size = 0), "`batch_size`")
+  expect_error(recompute_statistics(model, "x"), "`x`")
+  expect_error(recompute_statistics("model", x), "`model`")
+})
+
+test_that("the callback re-estimates at the end of fit()", {
+  skip_if_no_bnlstm()
+  x <- random_array(8, 5, 2)
+  y <- random_array(8, 1)
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 3, input_shape = c(5, 2))
+  model$add(keras()$layers$Dense(1L))
+  model$compile(optimizer = "adam", loss = "mse")
+  callback <- callback_bn_lstm_statistics(list(x, y), batch_size = 4)
+  expect_s3_class(callback, "keras.src.callbacks.callback.Callback")
+  model$fit(x, y, epochs = 2L, batch_size = 4L, verbose = 0L,
+            callbacks = list(callback))
+  counts <- model$layers[[1]]$cell$moving_count$numpy()
+  # Exact averages over the 2 batches, not 4 moving-average updates.
+  expect_equal(as.vector(counts), rep(2, 5))
+  expect_error(callback_bn_lstm_statistics(x, before_validation = NA),
+               "`before_validation`")
+})
