@@ -1,0 +1,142 @@
+"""R and Python together: models cross between them with identical
+predictions, in one process (R embedded through rpy2) and across
+processes (Rscript)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import pybnlstm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow" or shutil.which("R") is None,
+    reason="needs R, and the TensorFlow backend the R side uses")
+
+
+@pytest.fixture(scope="session")
+def r_library(tmp_path_factory):
+    """This checkout's R package, installed into a library of its own."""
+    library = tmp_path_factory.mktemp("Rlib")
+    subprocess.run(["R", "CMD", "INSTALL", "--no-test-load", "-l",
+                    str(library), str(ROOT)], check=True,
+                   capture_output=True)
+    return library
+
+
+@pytest.fixture(scope="session")
+def r(r_library):
+    robjects = pytest.importorskip("rpy2.robjects")
+    robjects.r(f'.libPaths(c("{r_library}", .libPaths()))')
+    robjects.r("library(bnlstm)")
+    return robjects.r
+
+
+def rscript(r_library, code):
+    env = dict(os.environ, R_LIBS=str(r_library),
+               RETICULATE_PYTHON=sys.executable)
+    result = subprocess.run(["Rscript", "-e", textwrap.dedent(code)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+
+
+R_TRAIN_AND_SAVE = """
+    library(bnlstm)
+    keras <- reticulate::import("keras")
+    np <- reticulate::import("numpy")
+    set.seed(3)
+    x <- array(runif(24 * 6 * 2), c(24, 6, 2))
+    y <- matrix(x[, 6, 1] - x[, 1, 2], 24, 1)
+    keras$utils$set_random_seed(3L)
+    model <- keras$Sequential() |>
+      layer_bn_lstm(units = 5, input_shape = c(6, 2),
+                    return_sequences = TRUE, dropout = 0.1) |>
+      layer_bn_lstm(units = 3, gamma_initializer = 0.2)
+    model$add(keras$layers$Dense(1L))
+    model$compile(optimizer = "adam", loss = "mse")
+    model$fit(x, y, epochs = 2L, batch_size = 8L, verbose = 0L)
+    model$save("{model}")
+    np$save("{x}", x)
+    np$save("{prediction}", model$predict(x, verbose = 0L))
+"""
+
+
+def test_r_model_loads_in_python_in_one_process(r, tmp_path):
+    files = {k: str(tmp_path / f"{k}.{e}") for k, e in
+             (("model", "keras"), ("x", "npy"), ("prediction", "npy"))}
+    r(textwrap.dedent(R_TRAIN_AND_SAVE).format(**files))
+    model = keras.saving.load_model(files["model"])
+    assert isinstance(model.layers[0], pybnlstm.BNLSTM)
+    np.testing.assert_array_equal(
+        model.predict(np.load(files["x"]), verbose=0),
+        np.load(files["prediction"]))
+    # The R model was trained: its statistics moved from their start.
+    assert model.layers[1].cell.moving_count.numpy().min() == 6.0
+
+
+def test_python_model_loads_in_r_in_one_process(r, tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(10, 7, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((7, 3)), pybnlstm.BNLSTM(4),
+                              keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    model.fit(x, rng.normal(size=(10, 2)), epochs=1, batch_size=5,
+              verbose=0)
+    path, data = tmp_path / "py.keras", tmp_path / "x.npy"
+    model.save(path)
+    np.save(data, x)
+    prediction = r(textwrap.dedent(f"""
+        np <- reticulate::import("numpy")
+        m <- reticulate::import("keras")$saving$load_model("{path}")
+        m$predict(np$load("{data}"), verbose = 0L)
+    """))
+    np.testing.assert_array_equal(np.asarray(prediction),
+                                  model.predict(x, verbose=0))
+
+
+PY_RELOAD = """
+import sys
+import keras
+import numpy as np
+import pybnlstm
+model = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+np.testing.assert_array_equal(model.predict(x, verbose=0),
+                              np.load(sys.argv[3]))
+model.save(sys.argv[4])
+"""
+
+
+def test_model_crosses_r_python_r_across_processes(r_library, tmp_path):
+    files = {k: str(tmp_path / f"{k}.{e}") for k, e in
+             (("model", "keras"), ("x", "npy"), ("prediction", "npy"))}
+    rscript(r_library, R_TRAIN_AND_SAVE.format(**files))
+    again = str(tmp_path / "again.keras")
+    subprocess.run([sys.executable, "-c", PY_RELOAD, files["model"],
+                    files["x"], files["prediction"], again], check=True)
+    final = str(tmp_path / "final.npy")
+    rscript(r_library, f"""
+        library(bnlstm)
+        invisible(bnlstm:::bnlstm_python())
+        np <- reticulate::import("numpy")
+        m <- reticulate::import("keras")$saving$load_model("{again}")
+        np$save("{final}", m$predict(np$load("{files['x']}"), verbose = 0L))
+    """)
+    np.testing.assert_array_equal(np.load(final),
+                                  np.load(files["prediction"]))
+
+
+def test_r_and_python_versions_match():
+    description = (ROOT / "DESCRIPTION").read_text()
+    version = next(line.split(":", 1)[1].strip()
+                   for line in description.splitlines()
+                   if line.startswith("Version:"))
+    assert version == pybnlstm.__version__
