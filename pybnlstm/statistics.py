@@ -82,19 +82,21 @@ class _Sums:
 
     def __init__(self, cell):
         self.cell = cell
+        self.keys = list(cell.statistics)
         self.batches = np.zeros(cell.max_timesteps)
         self.sums = {
             key: np.zeros(tuple(variable.shape))
             for key, variable in cell.statistics.items()
         }
 
-    def __call__(self, steps, counts, batch_stats):
+    def add(self, steps, counts, stats):
+        """Adds one batch: `stats` lists the moments in `self.keys` order."""
         steps = ops.convert_to_numpy(steps)
         counts = ops.convert_to_numpy(counts)
         valid = (steps < self.cell.max_timesteps) & (counts > 0)
         rows = steps[valid]
         self.batches[rows] += 1
-        for key, value in batch_stats.items():
+        for key, value in zip(self.keys, stats):
             self.sums[key][rows] += ops.convert_to_numpy(value)[valid]
 
     def apply(self):
@@ -166,14 +168,41 @@ def _batches(data, batch_size, steps):
 
 
 @contextlib.contextmanager
-def _collecting(sums):
-    for layer, collector in sums.items():
-        layer._statistics_collector = collector
+def _collecting(records):
+    """Makes each layer append `(steps, counts, stats)` to its record list
+    on every call."""
+
+    def collector(record, keys):
+        def collect(steps, counts, batch_stats):
+            record.append((steps, counts, [batch_stats[k] for k in keys]))
+
+        return collect
+
+    for layer, record in records.items():
+        layer._statistics_collector = collector(record, list(
+            layer.cell.statistics))
     try:
         yield
     finally:
-        for layer in sums:
+        for layer in records:
             layer._statistics_collector = None
+
+
+def _forward(model, records):
+    """One forward pass that returns what the layers recorded; compiled on
+    TensorFlow, where an eager loop over time steps is slow."""
+
+    def forward(inputs):
+        for record in records.values():
+            record.clear()
+        model(inputs, training=False)
+        return [list(record) for record in records.values()]
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(forward, reduce_retracing=True)
+    return forward
 
 
 def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
@@ -236,15 +265,19 @@ def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
             f"positive integer or None, got {steps!r}"
         )
     sums = {layer: _Sums(layer.cell) for layer in layers}
+    records = {layer: [] for layer in layers}
     batches = 0
     progress = None
-    with _collecting(sums):
+    with _collecting(records):
+        forward = _forward(model, records)
         for inputs, total in _batches(data, batch_size, steps):
             if progress is None:
                 progress = keras.utils.Progbar(
                     total, verbose=verbose, unit_name="batch"
                 )
-            model(inputs, training=False)
+            for layer, calls in zip(layers, forward(inputs)):
+                for steps_, counts, stats in calls:
+                    sums[layer].add(steps_, counts, stats)
             batches += 1
             progress.update(batches)
     if batches == 0:
