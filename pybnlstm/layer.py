@@ -26,9 +26,11 @@ class BNLSTM(keras.layers.RNN):
     (masked samples excluded) and the layer updates per-step moving
     averages, debiased by a per-row count of updates (`moving_count`): the
     first update of a row takes the batch statistic itself, and rows never
-    updated copy the nearest updated row before them. In inference it uses those population statistics, so a
-    sample's output never depends on the rest of its batch; steps past
-    `max_timesteps - 1` use the last row. Any batch size works.
+    updated copy the nearest updated row before them. In inference, and
+    when the layer is frozen (`trainable=False`), it uses those population
+    statistics, so a sample's output never depends on the rest of its
+    batch; steps past `max_timesteps - 1` use the last row. Any batch size
+    works.
 
     The weights are `kernel`, `recurrent_kernel` and `bias`, laid out as in
     `keras.layers.LSTM` (see `pybnlstm.load_lstm_weights`), the trainable
@@ -324,10 +326,11 @@ class BNLSTM(keras.layers.RNN):
 
         batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
         training = bool(training)
-        # While `recompute_statistics` collects, the layer normalizes with
-        # batch moments (as in training, without dropout) and reports them.
+        # Batch moments in training, unless the layer is frozen: then, as
+        # Keras' BatchNormalization does, the population statistics. While
+        # `recompute_statistics` collects, batch moments without dropout.
         collector = self._statistics_collector
-        batch_norm = training or collector is not None
+        batch_norm = (training and self.trainable) or collector is not None
         if training and self.dropout > 0:
             x = x * self._dropout_mask((batch_size, x.shape[-1]))[:, None, :]
         recurrent_mask = None
@@ -381,7 +384,7 @@ class BNLSTM(keras.layers.RNN):
         if self.zero_output_for_mask and weights is not None:
             outputs = outputs * weights
         last_output = outputs[:, -1]
-        if collector is not None or (training and self.trainable):
+        if batch_norm:
             if weights is None:
                 counts = ops.full((length,), batch_size, dtype="float32")
             else:

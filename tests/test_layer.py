@@ -228,13 +228,17 @@ def test_fit_trains_statistics_and_predict_uses_them(rng):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_frozen_layer_keeps_statistics(rng):
+def test_frozen_layer_keeps_statistics_and_uses_them(rng):
+    """As Keras' BatchNormalization: frozen means inference-mode
+    normalization, even in training."""
     layer = built_layer()
     layer.trainable = False
     before = weights_of(layer)
-    layer(rng.normal(size=(6, 5, 3)).astype("float32"), training=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    out = layer(x, training=True)
     for key, value in weights_of(layer).items():
         assert_equal(value, before[key])
+    assert_close(out, reference_for(layer).run(x, training=False)[1], **TOL)
 
 
 def test_regularizers_and_constraints(rng):
