@@ -1,5 +1,5 @@
 """R and Python together: models cross between them with identical
-predictions, in one process (R embedded through rpy2) and across
+predictions, in one process (R embedded in Python through rpy2) and across
 processes (Rscript)."""
 
 import os
@@ -32,12 +32,36 @@ def r_library(tmp_path_factory):
     return library
 
 
-@pytest.fixture(scope="session")
-def r(r_library):
-    robjects = pytest.importorskip("rpy2.robjects")
-    robjects.r(f'.libPaths(c("{r_library}", .libPaths()))')
+# A Python that embeds R, runs the check given as argv[2] with `r` (R's
+# evaluator, bnlstm loaded), and exits with its outcome.
+IN_ONE_PROCESS = """
+import os, sys, traceback
+try:
+    import rpy2.robjects as robjects
+    robjects.r(f'.libPaths(c("{sys.argv[1]}", .libPaths()))')
     robjects.r("library(bnlstm)")
-    return robjects.r
+    exec(sys.argv[2], {"r": robjects.r})
+    status = 0
+except BaseException:
+    traceback.print_exc()
+    status = 1
+sys.stdout.flush()
+sys.stderr.flush()
+# Debian's reticulate 1.28 leaves the GIL released when R, embedded by rpy2,
+# shuts down, and the interpreter's exit then crashes. The check is over by
+# now, so the shutdown is skipped.
+os._exit(status)
+"""
+
+
+def in_one_process(r_library, code):
+    pytest.importorskip("rpy2")
+    result = subprocess.run(
+        [sys.executable, "-c", IN_ONE_PROCESS, str(r_library),
+         textwrap.dedent(code)],
+        capture_output=True, text=True,
+        env=dict(os.environ, RETICULATE_PYTHON=sys.executable))
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
 
 
 def rscript(r_library, code):
@@ -49,57 +73,67 @@ def rscript(r_library, code):
 
 
 R_TRAIN_AND_SAVE = """
-    library(bnlstm)
-    keras <- reticulate::import("keras")
-    np <- reticulate::import("numpy")
-    set.seed(3)
-    x <- array(runif(24 * 6 * 2), c(24, 6, 2))
-    y <- matrix(x[, 6, 1] - x[, 1, 2], 24, 1)
-    keras$utils$set_random_seed(3L)
-    model <- keras$Sequential() |>
-      layer_bn_lstm(units = 5, input_shape = c(6, 2),
-                    return_sequences = TRUE, dropout = 0.1) |>
-      layer_bn_lstm(units = 3, gamma_initializer = 0.2)
-    model$add(keras$layers$Dense(1L))
-    model$compile(optimizer = "adam", loss = "mse")
-    model$fit(x, y, epochs = 2L, batch_size = 8L, verbose = 0L)
-    model$save("{model}")
-    np$save("{x}", x)
-    np$save("{prediction}", model$predict(x, verbose = 0L))
+library(bnlstm)
+keras <- reticulate::import("keras")
+np <- reticulate::import("numpy")
+set.seed(3)
+x <- array(runif(24 * 6 * 2), c(24, 6, 2))
+y <- matrix(x[, 6, 1] - x[, 1, 2], 24, 1)
+keras$utils$set_random_seed(3L)
+model <- keras$Sequential() |>
+  layer_bn_lstm(units = 5, input_shape = c(6, 2),
+                return_sequences = TRUE, dropout = 0.1) |>
+  layer_bn_lstm(units = 3, gamma_initializer = 0.2)
+model$add(keras$layers$Dense(1L))
+model$compile(optimizer = "adam", loss = "mse")
+model$fit(x, y, epochs = 2L, batch_size = 8L, verbose = 0L)
+model$save("{model}")
+np$save("{x}", x)
+np$save("{prediction}", model$predict(x, verbose = 0L))
 """
 
 
-def test_r_model_loads_in_python_in_one_process(r, tmp_path):
-    files = {k: str(tmp_path / f"{k}.{e}") for k, e in
-             (("model", "keras"), ("x", "npy"), ("prediction", "npy"))}
-    r(textwrap.dedent(R_TRAIN_AND_SAVE).format(**files))
-    model = keras.saving.load_model(files["model"])
-    assert isinstance(model.layers[0], pybnlstm.BNLSTM)
-    np.testing.assert_array_equal(
-        model.predict(np.load(files["x"]), verbose=0),
-        np.load(files["prediction"]))
-    # The R model was trained: its statistics moved from their start.
-    assert model.layers[1].cell.moving_count.numpy().min() == 6.0
+def paths(tmp_path):
+    return {name: str(tmp_path / f"{name}.{ext}") for name, ext in
+            (("model", "keras"), ("x", "npy"), ("prediction", "npy"))}
 
 
-def test_python_model_loads_in_r_in_one_process(r, tmp_path):
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(10, 7, 3)).astype("float32")
-    model = keras.Sequential([keras.Input((7, 3)), pybnlstm.BNLSTM(4),
-                              keras.layers.Dense(2)])
-    model.compile("adam", "mse")
-    model.fit(x, rng.normal(size=(10, 2)), epochs=1, batch_size=5,
-              verbose=0)
-    path, data = tmp_path / "py.keras", tmp_path / "x.npy"
-    model.save(path)
-    np.save(data, x)
-    prediction = r(textwrap.dedent(f"""
+def test_r_model_loads_in_python_in_one_process(r_library, tmp_path):
+    files = paths(tmp_path)
+    in_one_process(r_library, f"""
+        import keras, numpy as np, pybnlstm
+        r({R_TRAIN_AND_SAVE.format(**files)!r})
+        model = keras.saving.load_model({files["model"]!r})
+        assert isinstance(model.layers[0], pybnlstm.BNLSTM)
+        np.testing.assert_array_equal(
+            model.predict(np.load({files["x"]!r}), verbose=0),
+            np.load({files["prediction"]!r}))
+        # The R model was trained: 2 epochs of 3 batches.
+        assert model.layers[1].cell.moving_count.numpy().min() == 6.0
+    """)
+
+
+def test_python_model_loads_in_r_in_one_process(r_library, tmp_path):
+    files = paths(tmp_path)
+    load_in_r = f"""
         np <- reticulate::import("numpy")
-        m <- reticulate::import("keras")$saving$load_model("{path}")
-        m$predict(np$load("{data}"), verbose = 0L)
-    """))
-    np.testing.assert_array_equal(np.asarray(prediction),
-                                  model.predict(x, verbose=0))
+        m <- reticulate::import("keras")$saving$load_model("{files['model']}")
+        m$predict(np$load("{files['x']}"), verbose = 0L)
+    """
+    in_one_process(r_library, f"""
+        import keras, numpy as np, pybnlstm
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(10, 7, 3)).astype("float32")
+        model = keras.Sequential([keras.Input((7, 3)), pybnlstm.BNLSTM(4),
+                                  keras.layers.Dense(2)])
+        model.compile("adam", "mse")
+        model.fit(x, rng.normal(size=(10, 2)), epochs=1, batch_size=5,
+                  verbose=0)
+        model.save({files["model"]!r})
+        np.save({files["x"]!r}, x)
+        prediction = np.asarray(r({load_in_r!r}))
+        np.testing.assert_array_equal(prediction, model.predict(x, verbose=0))
+    """)
 
 
 PY_RELOAD = """
@@ -116,8 +150,7 @@ model.save(sys.argv[4])
 
 
 def test_model_crosses_r_python_r_across_processes(r_library, tmp_path):
-    files = {k: str(tmp_path / f"{k}.{e}") for k, e in
-             (("model", "keras"), ("x", "npy"), ("prediction", "npy"))}
+    files = paths(tmp_path)
     rscript(r_library, R_TRAIN_AND_SAVE.format(**files))
     again = str(tmp_path / "again.keras")
     subprocess.run([sys.executable, "-c", PY_RELOAD, files["model"],
