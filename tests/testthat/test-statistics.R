@@ -32,3 +32,31 @@ test_that("the callback re-estimates at the end of fit()", {
   expect_error(callback_bn_lstm_statistics(x, before_validation = NA),
                "`before_validation`")
 })
+
+test_that("after one epoch from R, inference is as accurate as training", {
+  skip_if_no_bnlstm()
+  if (!reticulate::py_module_available("sklearn")) {
+    skip("scikit-learn (the bundled digits) is not available")
+  }
+  digits <- reticulate::import("sklearn.datasets")$load_digits()
+  keep <- seq_len(512)
+  x <- array(digits$data[keep, ] / 16, c(length(keep), 64, 1))
+  y <- digits$target[keep]
+  keras()$utils$set_random_seed(0L)
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 32, input_shape = c(64, 1))
+  model$add(keras()$layers$Dense(10L, activation = "softmax"))
+  model$compile(optimizer = keras()$optimizers$Adam(3e-3),
+                loss = "sparse_categorical_crossentropy",
+                metrics = list("accuracy"))
+  model$fit(x, y, epochs = 1L, batch_size = 64L, verbose = 0L,
+            callbacks = list(callback_bn_lstm_statistics(x, batch_size = 64)))
+  inference <- model$evaluate(x, y, batch_size = 64L, verbose = 0L)[[2]]
+  training <- mean(unlist(lapply(split(keep, (keep - 1) %/% 64), function(i) {
+    p <- keras()$ops$convert_to_numpy(
+      model(x[i, , , drop = FALSE], training = TRUE))
+    max.col(p) - 1 == y[i]
+  })))
+  expect_gt(training, 0.2)
+  expect_lt(abs(inference - training), 0.05)
+})
