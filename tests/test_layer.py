@@ -183,21 +183,26 @@ def test_bidirectional(rng, tmp_path):
 
 def test_stacked_functional_with_masking(rng):
     x = rng.normal(size=(10, 6, 3)).astype("float32")
-    x[:3, 4:] = 0.0
+    x[:3, 4:] = 0.0  # three samples padded after step 4
+    first = pybnlstm.BNLSTM(5, return_sequences=True)
+    second = pybnlstm.BNLSTM(4, dropout=0.1, recurrent_dropout=0.1)
+    dense = keras.layers.Dense(1)
     inputs = keras.Input((6, 3))
-    masked = keras.layers.Masking(0.0)(inputs)
-    seq = pybnlstm.BNLSTM(5, return_sequences=True)(masked)
-    last = pybnlstm.BNLSTM(4, dropout=0.1, recurrent_dropout=0.1)(seq)
-    model = keras.Model(inputs, keras.layers.Dense(1)(last))
+    outputs = dense(second(first(keras.layers.Masking(0.0)(inputs))))
+    model = keras.Model(inputs, outputs)
     model.compile("adam", "mse")
     history = model.fit(x, np.ones((10, 1)), epochs=2, batch_size=4,
                         verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    # The mask reaches the first layer: what lies under it does not matter.
-    x2 = x.copy()
-    x2[:3, 4:] = 0.0
-    assert_close(model.predict(x2, verbose=0),
-                               model.predict(x, verbose=0), rtol=1e-6)
+    # The mask reaches both layers: a padded sample predicts as its
+    # unpadded first 4 steps do through the same layers.
+    short_inputs = keras.Input((4, 3))
+    short = keras.Model(short_inputs, dense(second(first(short_inputs))))
+    assert_close(model.predict(x, verbose=0)[:3],
+                 short.predict(x[:3, :4], verbose=0), **TOL)
+    assert not np.allclose(to_np(model.predict(x, verbose=0))[3:],
+                           to_np(short.predict(x[3:, :4], verbose=0)),
+                           atol=1e-4)
 
 
 def test_fit_trains_statistics_and_predict_uses_them(rng):
