@@ -1,0 +1,245 @@
+"""Windows, date splits and scaling (pybnlstm.data), checked with explicit loops."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pybnlstm import Scaler, make_windows, prepare_forecast_data
+
+ROOT = Path(__file__).resolve().parents[1]
+SALES = ROOT / "inst" / "extdata" / "daily_sales.csv"
+
+
+def series(days=120, start="2020-01-01", seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "date": pd.date_range(start, periods=days, freq="D"),
+            "sales": rng.normal(100, 20, days),
+            "price": rng.uniform(4, 6, days),
+            "promotion": rng.integers(0, 2, days),
+        }
+    )
+
+
+def prepare(frame, **kwargs):
+    args = dict(
+        target="sales",
+        features=["sales", "price", "promotion"],
+        lookback=14,
+        train_end="2020-03-15",
+        validation_end="2020-04-05",
+    )
+    args.update(kwargs)
+    return prepare_forecast_data(frame, **args)
+
+
+def expected_windows(frame, features, target, lookback, horizon, train_end, known_ahead=()):
+    """Windows built one by one from the frame, scaled by the training rows."""
+    train = frame[frame.date <= pd.Timestamp(train_end)]
+    mean = {c: train[c].mean() for c in frame.columns if c != "date"}
+    std = {c: train[c].std(ddof=0) for c in frame.columns if c != "date"}
+    xs, ys, dates = [], [], []
+    for last in range(lookback - 1, len(frame) - horizon):
+        window = []
+        for row in range(last - lookback + 1, last + 1):
+            step = []
+            for c in features:
+                source = row + horizon if c in known_ahead else row
+                step.append((frame[c].iloc[source] - mean[c]) / std[c])
+            window.append(step)
+        xs.append(window)
+        ys.append((frame[target].iloc[last + horizon] - mean[target]) / std[target])
+        dates.append(frame.date.iloc[last + horizon])
+    return np.array(xs), np.array(ys), np.array(dates, dtype="datetime64[ns]")
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_windows_match_a_loop_over_the_rows(horizon):
+    frame = series()
+    data = prepare(frame, horizon=horizon, known_ahead=["promotion"])
+    x, y, dates = expected_windows(
+        frame, ["sales", "price", "promotion"], "sales", 14, horizon, "2020-03-15",
+        known_ahead=["promotion"],
+    )
+    got_x = np.concatenate([data.train.x, data.validation.x, data.test.x])
+    got_y = np.concatenate([data.train.y, data.validation.y, data.test.y])
+    got_dates = np.concatenate([data.train.dates, data.validation.dates, data.test.dates])
+    assert got_x.shape == (120 - 14 - horizon + 1, 14, 3)
+    assert got_x.dtype == np.float32 and got_y.dtype == np.float32
+    np.testing.assert_allclose(got_x, x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_y, y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got_dates, dates)
+
+
+def test_periods_follow_the_forecast_dates():
+    data = prepare(series())
+    train_end, validation_end = np.datetime64("2020-03-15"), np.datetime64("2020-04-05")
+    assert data.train.dates.max() == train_end
+    assert data.validation.dates.min() == train_end + np.timedelta64(1, "D")
+    assert data.validation.dates.max() == validation_end
+    assert data.test.dates.min() == validation_end + np.timedelta64(1, "D")
+    # 120 days from 2020-01-01 end on 2020-04-29.
+    assert len(data.validation) == 21 and len(data.test) == 24
+    assert len(data.train) == 120 - 14 - 21 - 24
+
+
+def test_no_training_window_sees_a_later_value():
+    """Changing everything after train_end leaves the training windows and the scaler alone."""
+    frame = series()
+    changed = frame.copy()
+    later = changed.date > pd.Timestamp("2020-03-15")
+    changed.loc[later, ["sales", "price", "promotion"]] = 1e6
+    for known_ahead in ([], ["promotion", "price"]):
+        a = prepare(frame, known_ahead=known_ahead, horizon=2)
+        b = prepare(changed, known_ahead=known_ahead, horizon=2)
+        np.testing.assert_array_equal(a.train.x, b.train.x)
+        np.testing.assert_array_equal(a.train.y, b.train.y)
+        np.testing.assert_array_equal(a.scaler.mean, b.scaler.mean)
+        np.testing.assert_array_equal(a.scaler.scale, b.scaler.scale)
+        assert not np.array_equal(a.validation.y, b.validation.y)
+
+
+def test_scaler_is_fitted_on_the_training_rows():
+    frame = series()
+    data = prepare(frame)
+    train = frame[frame.date <= "2020-03-15"]
+    assert data.scaler.columns == ["sales", "price", "promotion"]
+    np.testing.assert_allclose(data.scaler.mean, train[["sales", "price", "promotion"]].mean())
+    np.testing.assert_allclose(
+        data.scaler.scale, train[["sales", "price", "promotion"]].std(ddof=0)
+    )
+
+
+def test_inverse_scaling_round_trips_to_sales_units():
+    frame = series()
+    data = prepare(frame)
+    sales = frame.set_index("date").sales
+    np.testing.assert_allclose(
+        data.inverse_transform(data.test.y), sales.loc[data.test.dates].to_numpy(), rtol=1e-5
+    )
+    predictions = data.test.y.reshape(-1, 1)
+    assert data.inverse_transform(predictions).shape == (len(data.test), 1)
+    restored = Scaler.from_config(data.scaler.get_config())
+    np.testing.assert_array_equal(
+        restored.inverse_transform(data.test.y, "sales"), data.inverse_transform(data.test.y)
+    )
+    with pytest.raises(ValueError, match="`column`.*'units'"):
+        data.scaler.inverse_transform(data.test.y, "units")
+
+
+def test_constant_feature_is_shifted_not_divided_by_zero():
+    frame = series().assign(promotion=0)
+    data = prepare(frame)
+    assert np.isfinite(data.train.x).all()
+    np.testing.assert_array_equal(data.train.x[..., 2], 0)
+
+
+def test_target_need_not_be_an_input():
+    data = prepare(series(), features=["price", "promotion"])
+    assert data.train.x.shape[-1] == 2
+    assert data.scaler.columns == ["sales", "price", "promotion"]
+
+
+def test_booleans_count_as_numbers():
+    frame = series().assign(promotion=lambda f: f.promotion.astype(bool))
+    data = prepare(frame)
+    restored = data.scaler.inverse_transform(data.train.x[..., 2], "promotion")
+    assert set(np.unique(np.round(restored, 4))) == {0.0, 1.0}
+
+
+def test_gaps_can_be_interpolated():
+    frame = series()
+    with_gap = frame.drop(index=[40, 41]).reset_index(drop=True)
+    with pytest.raises(ValueError, match="2 missing time step.*2020-02-10.*gaps='interpolate'"):
+        prepare(with_gap)
+    data = prepare(with_gap, gaps="interpolate")
+    assert len(data.train) + len(data.validation) + len(data.test) == 120 - 14
+    filled = data.scaler.inverse_transform(data.train.x[40 - 13, -1, 0], "sales")
+    between = frame.sales.iloc[39] + (frame.sales.iloc[42] - frame.sales.iloc[39]) / 3
+    np.testing.assert_allclose(filled, between, rtol=1e-5)
+
+
+def test_weekly_series_with_freq():
+    frame = series(days=60).assign(date=pd.date_range("2010-01-03", periods=60, freq="W"))
+    data = prepare(frame, train_end="2010-09-30", validation_end="2010-12-31", freq="W", lookback=8)
+    assert data.train.x.shape[1:] == (8, 3)
+    with pytest.raises(ValueError, match="missing time step"):
+        prepare(frame, train_end="2010-09-30", validation_end="2010-12-31", lookback=8)
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, error, message",
+    [
+        (None, {"target": "units"}, ValueError, r"no column\(s\) \['units'\].*'sales'"),
+        (None, {"features": ["sales", "cost"]}, ValueError, r"no column\(s\) \['cost'\]"),
+        (None, {"date": "day"}, ValueError, r"no column\(s\) \['day'\]"),
+        (None, {"target": 3}, TypeError, "`target`.*column name"),
+        (None, {"features": []}, ValueError, "`features`.*at least one"),
+        (None, {"features": ["sales", "sales"]}, ValueError, "`features`.*repeat"),
+        (None, {"known_ahead": ["holiday"]}, ValueError, "`known_ahead`.*among `features`"),
+        (None, {"lookback": 0}, ValueError, "`lookback`.*positive integer"),
+        (None, {"lookback": 7.5}, TypeError, "`lookback`.*positive integer"),
+        (None, {"horizon": -1}, ValueError, "`horizon`.*positive integer"),
+        (None, {"lookback": 120}, ValueError, "`lookback`.*needs at least 121 rows.*has 120"),
+        (None, {"lookback": 80}, ValueError, "training period has no windows"),
+        (None, {"gaps": "drop"}, ValueError, "`gaps`.*'error' or 'interpolate'"),
+        (None, {"train_end": "someday"}, ValueError, "`train_end`.*date"),
+        (None, {"train_end": 5}, ValueError, "`train_end`.*date"),
+        (None, {"validation_end": "2020-03-01"}, ValueError, "train_end before validation_end"),
+        (None, {"validation_end": "2020-06-01"}, ValueError, "test period has no windows"),
+        (None, {"train_end": "2019-12-01"}, ValueError, "training period.*no rows"),
+        (lambda f: f.assign(price=f.price.astype(str)), {}, TypeError, r"\['price'\] are not numeric"),
+        (lambda f: f.assign(date="not a date"), {}, ValueError, "'date' does not hold dates"),
+        (lambda f: f.iloc[::-1], {}, ValueError, "not in increasing order: row 1"),
+        (lambda f: pd.concat([f.iloc[:50], f.iloc[49:]]), {}, ValueError, "not in increasing order: row 50"),
+        (lambda f: f.assign(date=f.date + pd.Timedelta(hours=1) * (f.index == 5)), {}, ValueError, "not on the 'D' grid"),
+        (lambda f: f.assign(sales=f.sales.where(f.index != 30)), {}, ValueError, r"NaN.*'sales' on 2020-01-31"),
+        (lambda f: f.assign(price=f.price.where(f.index != 3, np.inf)), {}, ValueError, "NaN or infinite.*'price'"),
+        (lambda f: f.assign(date=f.date.where(f.index != 2)), {}, ValueError, "missing date at row 2"),
+    ],
+)
+def test_bad_input_is_named(change, kwargs, error, message):
+    frame = series()
+    if change is not None:
+        frame = change(frame)
+    with pytest.raises(error, match=message):
+        prepare(frame, **kwargs)
+
+
+def test_frame_must_be_a_data_frame():
+    with pytest.raises(TypeError, match="`frame`.*pandas DataFrame.*ndarray"):
+        prepare_forecast_data(np.zeros((10, 2)), "sales", lookback=2, train_end="2020-01-01",
+                              validation_end="2020-01-02")
+
+
+def test_make_windows_checks_shapes():
+    with pytest.raises(ValueError, match=r"\(steps, features\)"):
+        make_windows(np.zeros(10), np.zeros(10), 3)
+    with pytest.raises(ValueError, match="need at least 5 rows, got 4"):
+        make_windows(np.zeros((4, 1)), np.zeros(4), 3, horizon=2)
+
+
+def test_bundled_sales_data_is_regenerated_by_its_script(tmp_path):
+    out = tmp_path / "sales.csv"
+    subprocess.run(
+        [sys.executable, str(SALES.with_name("make_daily_sales.py")), str(out)], check=True
+    )
+    assert out.read_bytes() == SALES.read_bytes()
+
+
+def test_bundled_sales_data_prepares_for_the_demo():
+    frame = pd.read_csv(SALES)
+    assert list(frame.columns) == ["date", "sales", "price", "promotion", "holiday"]
+    assert frame.date.iloc[0] == "2008-01-01" and frame.date.iloc[-1] == "2017-12-31"
+    data = prepare_forecast_data(
+        frame, "sales", features=["sales", "price", "promotion", "holiday"],
+        known_ahead=["price", "promotion", "holiday"], lookback=28,
+        train_end="2016-12-31", validation_end="2017-06-30",
+    )
+    assert len(data.validation) == 181 and len(data.test) == 184
+    assert data.train.x.shape == (3653 - 28 - 181 - 184, 28, 4)
