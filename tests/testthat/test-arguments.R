@@ -28,6 +28,11 @@ test_that("bad arguments never reach Python", {
     "library(bnlstm)",
     "r <- tryCatch(layer_bn_lstm(units = 0), error = conditionMessage)",
     "cat(r, '\\n')",
+    "sales <- read_daily_sales()",
+    "r <- tryCatch(prepare_forecast_data(sales, 'units', lookback = 7,",
+    "  train_end = '2016-12-31', validation_end = '2017-06-30'),",
+    "  error = conditionMessage)",
+    "cat(r, '\\n')",
     "cat('initialized:', reticulate::py_available(), '\\n')"
   ), script)
   env <- c("RETICULATE_PYTHON=/nonexistent/python",
@@ -35,6 +40,7 @@ test_that("bad arguments never reach Python", {
   out <- system2(file.path(R.home("bin"), "Rscript"), script, env = env,
                  stdout = TRUE, stderr = TRUE)
   expect_match(paste(out, collapse = "\n"), "`units`.*positive whole")
+  expect_match(paste(out, collapse = "\n"), "`target`.*no column.*\"units\"")
   expect_match(paste(out, collapse = "\n"), "initialized: FALSE")
 })
 

@@ -1,0 +1,171 @@
+toy_series <- function(days = 120) {
+  set.seed(1)
+  data.frame(
+    date = seq(as.Date("2020-01-01"), by = "day", length.out = days),
+    sales = stats::rnorm(days, 100, 20),
+    price = stats::runif(days, 4, 6),
+    promotion = rbinom(days, 1, 0.3)
+  )
+}
+
+prepare_toy <- function(data = toy_series(), ...) {
+  args <- list(data = data, target = "sales", lookback = 14,
+               train_end = "2020-03-15", validation_end = "2020-04-05",
+               features = c("sales", "price", "promotion"))
+  args[names(list(...))] <- list(...)
+  do.call(prepare_forecast_data, args)
+}
+
+test_that("the bundled sales series is complete and daily", {
+  sales <- read_daily_sales()
+  expect_named(sales, c("date", "sales", "price", "promotion", "holiday"))
+  expect_s3_class(sales$date, "Date")
+  expect_equal(range(sales$date), as.Date(c("2008-01-01", "2017-12-31")))
+  expect_true(all(diff(sales$date) == 1))
+  expect_false(anyNA(sales))
+})
+
+test_that("windows are R arrays matching the rows they were cut from", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  data <- prepare_toy(series, horizon = 2, known_ahead = "promotion")
+  expect_s3_class(data, "bn_lstm_forecast_data")
+  expect_equal(dim(data$train$x), c(120 - 14 - 1 - 21 - 24, 14, 3))
+  expect_equal(dim(data$test$x), c(24, 14, 3))
+  expect_length(data$validation$y, 21)
+  expect_s3_class(data$test$dates, "Date")
+
+  train <- series[series$date <= as.Date("2020-03-15"), ]
+  scale <- function(column, rows) {
+    (series[[column]][rows] - mean(train[[column]])) /
+      sqrt(mean((train[[column]] - mean(train[[column]]))^2))
+  }
+  # Window i of the test period forecasts row `target`; its inputs end
+  # `horizon` rows earlier, and the promotion column is read `horizon` later.
+  i <- 5
+  target <- match(data$test$dates[i], series$date)
+  rows <- (target - 2 - 13):(target - 2)
+  expect_equal(data$test$x[i, , 1], scale("sales", rows), tolerance = 1e-5)
+  expect_equal(data$test$x[i, , 2], scale("price", rows), tolerance = 1e-5)
+  expect_equal(data$test$x[i, , 3], scale("promotion", rows + 2),
+               tolerance = 1e-5)
+  expect_equal(data$test$y[i], scale("sales", target), tolerance = 1e-5)
+  expect_equal(dim(data$test$y), 24)
+})
+
+test_that("periods follow the forecast dates and never leak", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  data <- prepare_toy(series)
+  expect_equal(max(data$train$dates), as.Date("2020-03-15"))
+  expect_equal(range(data$validation$dates),
+               as.Date(c("2020-03-16", "2020-04-05")))
+  expect_equal(min(data$test$dates), as.Date("2020-04-06"))
+
+  changed <- series
+  later <- changed$date > as.Date("2020-03-15")
+  changed[later, c("sales", "price", "promotion")] <- 1e6
+  other <- prepare_toy(changed, known_ahead = c("price", "promotion"))
+  same <- prepare_toy(series, known_ahead = c("price", "promotion"))
+  expect_identical(other$train$x, same$train$x)
+  expect_identical(other$scaler, same$scaler)
+})
+
+test_that("inverse_scale() gives the target's units back", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  data <- prepare_toy(series)
+  expect_equal(as.vector(inverse_scale(data, data$test$y)),
+               series$sales[match(data$test$dates, series$date)],
+               tolerance = 1e-5)
+  predictions <- matrix(data$test$y, ncol = 1)
+  expect_equal(dim(inverse_scale(data, predictions)), c(24, 1))
+  expect_equal(inverse_scale(data, 0, "price"),
+               mean(series$price[series$date <= as.Date("2020-03-15")]))
+  expect_error(inverse_scale(data, 1, "cost"), "`column`.*sales, price")
+  expect_error(inverse_scale(list(), 1), "`data`.*prepare_forecast_data")
+  expect_error(inverse_scale(data, "a"), "`values`.*numbers")
+})
+
+test_that("gaps stop with the first missing day, or are interpolated", {
+  skip_if_no_bnlstm()
+  series <- toy_series()[-c(41, 42), ]
+  expect_error(prepare_toy(series),
+               "2 missing time step.*2020-02-10.*gaps='interpolate'")
+  data <- prepare_toy(series, gaps = "interpolate")
+  expect_equal(length(data$train$y) + length(data$validation$y) +
+                 length(data$test$y), 120 - 14)
+})
+
+test_that("bad data is stopped in R, naming what is wrong", {
+  series <- toy_series()
+  expect_error(prepare_toy(as.matrix(series)), "`data`.*data.frame")
+  expect_error(prepare_toy(target = "units"),
+               "`target`.*no column.*\"units\".*date, sales")
+  expect_error(prepare_toy(target = c("sales", "price")), "`target`")
+  expect_error(prepare_toy(features = c("sales", "cost")),
+               "`features`.*\"cost\"")
+  expect_error(prepare_toy(features = c("sales", "sales")),
+               "`features`.*repeats")
+  expect_error(prepare_toy(date = "day"), "`date`.*\"day\"")
+  expect_error(prepare_toy(known_ahead = "holiday"), "`known_ahead`")
+  expect_error(prepare_toy(series, features = c("sales", "price"),
+                           known_ahead = "promotion"),
+               "`known_ahead`.*among `features`")
+  expect_error(prepare_toy(lookback = 0), "`lookback`.*positive whole")
+  expect_error(prepare_toy(lookback = 200),
+               "`lookback`.*needs at least 201 rows.*has 120")
+  expect_error(prepare_toy(horizon = 1.5), "`horizon`")
+  expect_error(prepare_toy(gaps = "drop"), "`gaps`.*\"error\", \"interpolate\"")
+  expect_error(prepare_toy(train_end = "someday"), "`train_end`.*date")
+  expect_error(prepare_toy(train_end = 2020), "`train_end`.*date")
+  expect_error(prepare_toy(validation_end = "2020-03-01"),
+               "train_end before validation_end")
+  expect_error(prepare_toy(transform(series, price = as.character(price))),
+               "price of `data` are not numeric \\(character\\)")
+  expect_error(prepare_toy(transform(series, sales = replace(sales, 31, NA))),
+               "sales of `data` hold NA.*row 31")
+  expect_error(prepare_toy(transform(series, date = replace(date, 3, NA))),
+               "missing date at row 3")
+  expect_error(prepare_toy(transform(series, date = "not a date")),
+               "does not hold dates.*\"not a date\"")
+  expect_error(prepare_toy(transform(series, date = seq_along(date))),
+               "does not hold dates \\(it is integer\\)")
+})
+
+test_that("bad data found in Python comes back as a plain R error", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  expect_error(prepare_toy(series[rev(seq_len(nrow(series))), ]),
+               "^Column 'date' is not in increasing order: row 1")
+  expect_error(prepare_toy(series[c(1:50, 50:120), ]),
+               "not in increasing order: row 50")
+  expect_error(prepare_toy(lookback = 80), "training period has no windows")
+  expect_error(prepare_toy(validation_end = "2020-06-01"),
+               "test period has no windows")
+})
+
+test_that("POSIXct dates and logical features are accepted", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  series$date <- as.POSIXct(series$date, tz = "UTC")
+  series$promotion <- series$promotion == 1
+  data <- prepare_toy(series)
+  expect_equal(dim(data$train$x)[3], 3)
+  expect_setequal(round(inverse_scale(data, data$train$x[, , 3], "promotion"),
+                        4), c(0, 1))
+})
+
+test_that("forecast windows train a BN-LSTM from R", {
+  skip_if_no_bnlstm()
+  data <- prepare_toy()
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 4, input_shape = dim(data$train$x)[-1])
+  model$add(keras()$layers$Dense(1L))
+  model$compile(loss = "mse", optimizer = "adam")
+  history <- model$fit(data$train$x, data$train$y, epochs = 1L,
+                       batch_size = 16L, verbose = 0L)
+  predictions <- inverse_scale(data, model$predict(data$test$x, verbose = 0L))
+  expect_equal(dim(predictions), c(24, 1))
+  expect_true(all(is.finite(predictions)))
+})
