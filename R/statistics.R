@@ -2,9 +2,11 @@
 #'
 #' Runs `model` over `x` and sets the per-time-step population statistics
 #' of every [layer_bn_lstm()] in it (nested models and bidirectional
-#' wrappers included) to the exact averages of the batch statistics, as
-#' Cooijmans et al. (2016) estimate them. Moving averages lag behind the
-#' weights while they train; this does not. Trainable weights are left
+#' wrappers included) to the batch statistics pooled over all of `x` (for
+#' shuffled batches, the average Cooijmans et al. (2016) use; the variance
+#' adds the spread of the batch means, so the result does not depend on the
+#' order of the data). Moving averages lag behind the weights while they
+#' train; this does not. Trainable weights are left
 #' untouched.
 #'
 #' @param model A built Keras model with BN-LSTM layers.
@@ -14,6 +16,9 @@
 #'   Default: `32`.
 #' @param steps Number of batches to use, or `NULL` for all.
 #' @param verbose `0` for silence, `1` for a progress bar.
+#' @param shuffle Draw the batches of an array in a fixed random order, as
+#'   `fit()` draws them, rather than in the order of its rows. Default:
+#'   `TRUE`. Python datasets and generators are read as they come.
 #'
 #' @return A named list, one element per BN-LSTM layer: the batches
 #'   averaged, the time-step rows re-estimated and the largest change of
@@ -26,11 +31,11 @@
 #' changes <- recompute_statistics(model, x, batch_size = 2, verbose = 0)
 #' @export
 recompute_statistics <- function(model, x, batch_size = 32, steps = NULL,
-                                 verbose = 1) {
+                                 verbose = 1, shuffle = TRUE) {
   if (!inherits(model, "python.builtin.object")) {
     stop_argument("model", "a Keras model", model)
   }
-  args <- statistics_arguments(x, batch_size, steps, verbose)
+  args <- statistics_arguments(x, batch_size, steps, verbose, shuffle)
   do.call(bnlstm_python()$recompute_statistics, c(list(model), args))
 }
 
@@ -54,14 +59,14 @@ recompute_statistics <- function(model, x, batch_size = 32, steps = NULL,
 #' @export
 callback_bn_lstm_statistics <- function(x, batch_size = 32, steps = NULL,
                                         before_validation = TRUE,
-                                        verbose = 0) {
-  args <- statistics_arguments(x, batch_size, steps, verbose)
+                                        verbose = 0, shuffle = TRUE) {
+  args <- statistics_arguments(x, batch_size, steps, verbose, shuffle)
   args$before_validation <- check_flag(before_validation,
                                        "before_validation")
   do.call(bnlstm_python()$RecomputeStatistics, args)
 }
 
-statistics_arguments <- function(x, batch_size, steps, verbose) {
+statistics_arguments <- function(x, batch_size, steps, verbose, shuffle) {
   if (is.list(x) && !inherits(x, "python.builtin.object")) {
     x <- x[[1]]
   }
@@ -74,7 +79,8 @@ statistics_arguments <- function(x, batch_size, steps, verbose) {
     data = x,
     batch_size = check_count(batch_size, "batch_size"),
     steps = check_count(steps, "steps", null_ok = TRUE),
-    verbose = check_verbose(verbose)
+    verbose = check_verbose(verbose),
+    shuffle = check_flag(shuffle, "shuffle")
   )
 }
 

@@ -78,12 +78,21 @@ def update_population_statistics(cell, steps, counts, batch_stats):
 
 
 class _Sums:
-    """Sums of the per-step batch moments one layer reports, per row."""
+    """Pooled per-step moments of the batches one layer reports, per row.
+
+    The population moments are pooled with the law of total variance: the
+    variance is the sample-weighted mean of each batch's variance plus the
+    spread of the batch means around the overall mean. This is exact for
+    the data whatever order its batches come in, so windows cut in date
+    order (whose batches each cover a few similar days) get the same
+    statistics as shuffled ones.
+    """
 
     def __init__(self, cell):
         self.cell = cell
         self.keys = list(cell.statistics)
         self.batches = np.zeros(cell.max_timesteps)
+        self.samples = np.zeros(cell.max_timesteps)
         self.sums = {
             key: np.zeros(tuple(variable.shape))
             for key, variable in cell.statistics.items()
@@ -92,22 +101,42 @@ class _Sums:
     def add(self, steps, counts, stats):
         """Adds one batch: `stats` lists the moments in `self.keys` order."""
         steps = ops.convert_to_numpy(steps)
-        counts = ops.convert_to_numpy(counts)
+        counts = ops.convert_to_numpy(counts).astype("float64")
         valid = (steps < self.cell.max_timesteps) & (counts > 0)
         rows = steps[valid]
+        n = counts[valid, None]
         self.batches[rows] += 1
-        for key, value in zip(self.keys, stats):
-            self.sums[key][rows] += ops.convert_to_numpy(value)[valid]
+        self.samples[rows] += counts[valid]
+        moments = {
+            key: ops.convert_to_numpy(value)[valid].astype("float64")
+            for key, value in zip(self.keys, stats)
+        }
+        for (part, stat), value in moments.items():
+            if stat == "variance":
+                # Sums of squares: the batch variance plus its squared mean.
+                value = value + np.square(moments[(part, "mean")])
+            self.sums[(part, stat)][rows] += n * value
 
     def apply(self):
-        """Sets the rows that saw data to the exact averages; returns the
+        """Sets the rows that saw data to the pooled moments; returns the
         largest change of each statistic."""
         seen = self.batches > 0
+        n = self.samples[seen, None]
+        pooled = {}
+        for part, stat in self.keys:
+            if stat == "mean":
+                pooled[(part, stat)] = self.sums[(part, stat)][seen] / n
+        for part, stat in self.keys:
+            if stat == "variance":
+                mean = pooled[(part, "mean")]
+                pooled[(part, stat)] = np.maximum(
+                    self.sums[(part, stat)][seen] / n - np.square(mean), 0.0
+                )
         changes = {}
         for key, variable in self.cell.statistics.items():
             old = ops.convert_to_numpy(variable)
             new = old.copy()
-            new[seen] = self.sums[key][seen] / self.batches[seen, None]
+            new[seen] = pooled[key]
             variable.assign(new)
             changes[variable.name] = float(np.max(np.abs(new - old)))
         counts = ops.convert_to_numpy(self.cell.moving_count).copy()
@@ -147,7 +176,7 @@ def _inputs_of(element):
     return element
 
 
-def _batches(data, batch_size, steps):
+def _batches(data, batch_size, steps, shuffle):
     """Yields `(inputs, total)` batches from arrays, a dataset or a
     generator; `total` is the number of batches when it can be known."""
     data = _inputs_of(data)
@@ -155,8 +184,12 @@ def _batches(data, batch_size, steps):
         total = math.ceil(data.shape[0] / batch_size)
         if steps is not None:
             total = min(total, steps)
+        if shuffle:
+            data = np.asarray(data)
+            order = np.random.default_rng(SHUFFLE_SEED).permutation(len(data))
         for i in range(total):
-            yield data[i * batch_size : (i + 1) * batch_size], total
+            rows = slice(i * batch_size, (i + 1) * batch_size)
+            yield (data[order[rows]] if shuffle else data[rows]), total
         return
     total = steps
     if total is None and hasattr(data, "__len__"):
@@ -205,20 +238,32 @@ def _forward(model, records):
     return forward
 
 
-def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
+# Re-estimation draws array batches in one fixed order, so that it is
+# reproducible.
+SHUFFLE_SEED = 0
+
+
+def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1,
+                         shuffle=True):
     """Re-estimates the population statistics of every BNLSTM in a model.
 
     Runs the model over `data` in inference mode, except that each BNLSTM
     normalizes with the batch moments of each time step (as in training,
     without dropout), and sets each time-step row of its population
-    statistics to the exact average of those moments over the batches: the
-    estimate Cooijmans et al. (2016) use. Moving averages lag behind the
+    statistics to those moments pooled over all of `data`: the mean of the
+    batch means, and the mean of the batch variances plus the spread of the
+    batch means (the law of total variance), each batch weighted by its
+    samples. For shuffled batches this is the average of the batch moments
+    that Cooijmans et al. (2016) use; unlike that average, it does not
+    depend on the order of the data. Moving averages lag behind the
     weights while they train; this does not. Trainable weights are left
     untouched, rows the data never reach keep their values, and
     `moving_count` becomes the number of batches averaged.
 
-    Use the same batch size as in training: the moments are those of a
-    batch.
+    Use the same batch size as in training, and shuffled batches (the
+    default for arrays), as `fit()` draws them: the moments of `h` and `c`
+    depend on the batch each sample is normalized with, and batches of
+    neighbouring windows of one series are narrower than random ones.
 
     Args:
         model: a built Keras model or layer containing BNLSTM layers, at any
@@ -229,6 +274,10 @@ def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
         batch_size: batch size for arrays. Default: 32.
         steps: the number of batches to use, or `None` for all of `data`.
         verbose: 0 for silence, 1 for a progress bar (the default).
+        shuffle: whether to draw array batches in a fixed random order
+            (permutation seed `SHUFFLE_SEED`) rather than in the data's
+            order. Default: True. Datasets and generators are read as they
+            come.
 
     Returns:
         A dict from each BNLSTM layer's path to `{"batches", "rows",
@@ -270,7 +319,7 @@ def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1):
     progress = None
     with _collecting(records):
         forward = _forward(model, records)
-        for inputs, total in _batches(data, batch_size, steps):
+        for inputs, total in _batches(data, batch_size, steps, shuffle):
             if progress is None:
                 progress = keras.utils.Progbar(
                     total, verbose=verbose, unit_name="batch"
@@ -307,6 +356,7 @@ class RecomputeStatistics(keras.callbacks.Callback):
             before each validation pass.
         verbose: 0 for silence (the default, beside fit's own progress
             bar), 1 for a progress bar.
+        shuffle: draw array batches in a fixed random order. Default: True.
 
     Example:
 
@@ -315,8 +365,9 @@ class RecomputeStatistics(keras.callbacks.Callback):
     """
 
     def __init__(self, data, batch_size=32, steps=None,
-                 before_validation=True, verbose=0):
+                 before_validation=True, verbose=0, shuffle=True):
         super().__init__()
+        self.shuffle = bool(shuffle)
         self.data = data
         self.batch_size = batch_size
         self.steps = steps
@@ -326,7 +377,7 @@ class RecomputeStatistics(keras.callbacks.Callback):
 
     def _recompute(self):
         recompute_statistics(self.model, self.data, self.batch_size,
-                             self.steps, self.verbose)
+                             self.steps, self.verbose, self.shuffle)
 
     def on_train_begin(self, logs=None):
         self._training = True

@@ -52,8 +52,10 @@ def test_rows_never_updated_copy_the_last_updated_row(rng):
 
 
 def _reference_average(layer, batches):
-    """The NumPy average, over batches, of each step's training-mode batch
-    moments (computed by the reference with the layer's weights)."""
+    """Each step's training-mode batch moments (computed by the reference
+    with the layer's weights), pooled over the batches in NumPy: weighted
+    mean of the means, and weighted mean of variance plus squared mean,
+    less the squared pooled mean."""
     logs = []
     for x in batches:
         ref = reference_for(layer)
@@ -62,7 +64,17 @@ def _reference_average(layer, batches):
         ref.run(x, training=True)
         logs.append({k: v.copy() for k, v in ref.w.items()
                      if k.startswith("moving_") and k != "moving_count"})
-    return {k: np.mean([log[k] for log in logs], axis=0) for k in logs[0]}
+    sizes = np.array([len(x) for x in batches], dtype="float64")
+    weights = sizes / sizes.sum()
+    pooled = {}
+    for part in ("x", "h", "c"):
+        means = np.array([log[f"moving_mean_{part}"] for log in logs])
+        variances = np.array([log[f"moving_variance_{part}"] for log in logs])
+        mean = np.tensordot(weights, means, axes=1)
+        pooled[f"moving_mean_{part}"] = mean
+        pooled[f"moving_variance_{part}"] = (
+            np.tensordot(weights, variances + means**2, axes=1) - mean**2)
+    return pooled
 
 
 def test_recompute_equals_numpy_average(rng):
@@ -73,7 +85,7 @@ def test_recompute_equals_numpy_average(rng):
     before = weights_of(layer)
     trainable = [to_np(w) for w in model.trainable_weights]
     changes = pybnlstm.recompute_statistics(model, x, batch_size=4,
-                                            verbose=0)
+                                            verbose=0, shuffle=False)
     want = _reference_average(layer, [x[:4], x[4:8], x[8:]])
     got = weights_of(layer)
     for key, value in want.items():
@@ -87,6 +99,40 @@ def test_recompute_equals_numpy_average(rng):
         np.abs(got["moving_variance_x"] - before["moving_variance_x"]).max())
 
 
+def test_recompute_input_statistics_ignore_the_order_of_the_data(rng):
+    """Sorted data, as windows cut in date order are: each batch covers a
+    narrow range, yet the pooled x statistics are those of all samples."""
+    x = np.sort(rng.normal(size=(24, 5, 3)), axis=0).astype("float32")
+    model = keras.Sequential([keras.Input((5, 3)), pybnlstm.BNLSTM(4)])
+    layer = model.layers[0]
+    pybnlstm.recompute_statistics(model, x, batch_size=4, verbose=0)
+    projected = x.astype("float64") @ to_np(layer.cell.kernel).astype("float64")
+    assert_close(layer.cell.moving_mean_x, projected.mean(axis=0), **TOL)
+    assert_close(layer.cell.moving_variance_x, projected.var(axis=0), **TOL)
+    shuffled = x[rng.permutation(len(x))]
+    pybnlstm.recompute_statistics(model, shuffled, batch_size=4, verbose=0)
+    assert_close(layer.cell.moving_variance_x, projected.var(axis=0), **TOL)
+
+
+def test_recompute_shuffles_array_batches_by_default(rng):
+    """Batches of sorted data would each be narrow; by default they are
+    drawn in the fixed random order of SHUFFLE_SEED."""
+    x = np.sort(rng.normal(size=(12, 5, 3)), axis=0).astype("float32")
+    model = keras.Sequential([keras.Input((5, 3)), pybnlstm.BNLSTM(4)])
+    layer = model.layers[0]
+    order = np.random.default_rng(pybnlstm.statistics.SHUFFLE_SEED).permutation(12)
+    pybnlstm.recompute_statistics(model, x, batch_size=4, verbose=0)
+    shuffled = weights_of(layer)
+    want = _reference_average(layer, [x[order[i:i + 4]] for i in (0, 4, 8)])
+    for key, value in want.items():
+        assert_close(shuffled[key], value, **TOL)
+    pybnlstm.recompute_statistics(model, x, batch_size=4, verbose=0,
+                                  shuffle=False)
+    in_order = weights_of(layer)
+    assert not np.allclose(in_order["moving_variance_h"],
+                           shuffled["moving_variance_h"], rtol=1e-3)
+
+
 def test_recompute_accepts_arrays_tuples_datasets_and_generators(rng):
     import tensorflow as tf
 
@@ -97,8 +143,8 @@ def test_recompute_accepts_arrays_tuples_datasets_and_generators(rng):
     layer = model.layers[0]
     results = []
     sources = [
-        lambda: dict(data=x, batch_size=4),
-        lambda: dict(data=(x, y), batch_size=4),
+        lambda: dict(data=x, batch_size=4, shuffle=False),
+        lambda: dict(data=(x, y), batch_size=4, shuffle=False),
         lambda: dict(data=tf.data.Dataset.from_tensor_slices((x, y)).batch(4)),
         lambda: dict(data=(x[i:i + 4] for i in (0, 4))),
         lambda: dict(data=[(x[:4], y[:4]), (x[4:], y[4:]), (x, y)], steps=2),
@@ -153,7 +199,8 @@ def test_callback_recomputes_before_validation_and_at_the_end(rng):
     history = model.fit(
         x[:8], y[:8], validation_data=(x[8:], y[8:]), epochs=2,
         batch_size=4, verbose=0,
-        callbacks=[pybnlstm.RecomputeStatistics(x[:8], batch_size=4)])
+        callbacks=[pybnlstm.RecomputeStatistics(x[:8], batch_size=4,
+                                                shuffle=False)])
     layer = model.layers[0]
     want = _reference_average(layer, [x[:4], x[4:8]])
     for key, value in want.items():

@@ -12,6 +12,20 @@ test_that("recompute_statistics averages over the batches", {
   expect_error(recompute_statistics(model, x, batch_size = 0), "`batch_size`")
   expect_error(recompute_statistics(model, "x"), "`x`")
   expect_error(recompute_statistics("model", x), "`model`")
+  expect_error(recompute_statistics(model, x, shuffle = "yes"), "`shuffle`")
+})
+
+test_that("shuffle reaches Python: sorted data gives other h statistics", {
+  skip_if_no_bnlstm()
+  x <- array(sort(stats::runif(12 * 5 * 2)), c(12, 5, 2))
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 3, input_shape = c(5, 2))
+  variance_h <- function() model$layers[[1]]$cell$moving_variance_h$numpy()
+  recompute_statistics(model, x, batch_size = 4, verbose = 0)
+  shuffled <- variance_h()
+  recompute_statistics(model, x, batch_size = 4, verbose = 0,
+                       shuffle = FALSE)
+  expect_false(isTRUE(all.equal(variance_h(), shuffled, tolerance = 1e-4)))
 })
 
 test_that("the callback re-estimates at the end of fit()", {
