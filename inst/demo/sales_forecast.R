@@ -20,7 +20,7 @@ options_from_command_line <- function(args = commandArgs(TRUE)) {
     stop("Options come in pairs, such as --epochs 10; got: ",
          paste(args, collapse = " "), call. = FALSE)
   }
-  for (i in seq(1, length(args), by = 2)) {
+  for (i in seq_len(length(args) / 2) * 2 - 1) {
     name <- gsub("-", "_", sub("^--", "", args[i]))
     if (!name %in% names(defaults)) {
       stop("Unknown option ", args[i], "; known: ",
@@ -128,13 +128,15 @@ error_row <- function(label, forecast) {
 results <- do.call(rbind, c(
   lapply(models, function(m) {
     cbind(error_row(m$label, m$forecast),
+          val_loss_epoch_5 = m$val_loss[5],
           best_epoch = which.min(m$val_loss),
           epochs_run = length(m$val_loss),
           best_val_loss = min(m$val_loss),
           seconds_per_epoch = m$seconds / length(m$val_loss))
   }),
   list(cbind(error_row("Same weekday last week", naive),
-             best_epoch = NA, epochs_run = NA, best_val_loss = NA,
+             val_loss_epoch_5 = NA, best_epoch = NA, epochs_run = NA,
+             best_val_loss = NA,
              seconds_per_epoch = NA))
 ))
 rownames(results) <- NULL
@@ -145,9 +147,9 @@ cat("\nTest period ", format(min(data$test$dates)), " to ",
     format(max(data$test$dates)), " (", length(actual), " days), ",
     "errors in units sold:\n", sep = "")
 shown <- results
-shown[, c("test_rmse", "test_mae", "best_val_loss", "seconds_per_epoch")] <-
-  lapply(shown[, c("test_rmse", "test_mae", "best_val_loss",
-                   "seconds_per_epoch")], round, 3)
+rounded <- c("test_rmse", "test_mae", "val_loss_epoch_5", "best_val_loss",
+             "seconds_per_epoch")
+shown[rounded] <- lapply(shown[rounded], round, 3)
 print(shown, row.names = FALSE, na.print = "")
 
 colors <- c(lstm = "#1b9e77", lstm_batchnorm = "#d95f02", bn_lstm = "#7570b3")

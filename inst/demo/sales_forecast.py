@@ -126,6 +126,7 @@ def main():
             {
                 "model": LABELS[kind],
                 **errors(run["forecast"], actual),
+                "val_loss_epoch_5": float(run["val_loss"][4]) if epochs >= 5 else np.nan,
                 "best_epoch": int(run["val_loss"].argmin()) + 1,
                 "epochs_run": epochs,
                 "best_val_loss": float(run["val_loss"].min()),
