@@ -19,7 +19,7 @@ digits (1,797 images) instead of MNIST:
 
 Writes PNG plots, results.json and tables.md under --output.
 
-    python experiments/digits.py             # about 10 minutes on 2 cores
+    python experiments/digits.py             # about 9 minutes on 2 cores
     python experiments/digits.py --long      # more seeds and epochs
 """
 
@@ -58,19 +58,19 @@ TASKS = {"sequential": "Sequential digits", "permuted": "Permuted digits"}
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--units", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--target", type=float, default=0.8,
+    parser.add_argument("--target", type=float, default=0.7,
                         help="validation accuracy whose first epoch is reported")
     parser.add_argument("--long", action="store_true",
-                        help="5 seeds and 40 epochs (about 45 minutes)")
+                        help="5 seeds and 30 epochs (about an hour on 2 cores)")
     parser.add_argument("--output", default="experiments/results")
     args = parser.parse_args()
     if args.long:
-        args.epochs, args.seeds = 40, 5
+        args.epochs, args.seeds = 30, 5
     return args
 
 
@@ -115,7 +115,9 @@ def train(kind, data, seed, args):
     x, y = data["train"]
     callbacks = []
     if kind.startswith("bn_lstm"):
-        callbacks.append(RecomputeStatistics(x, batch_size=args.batch_size))
+        # Population statistics from 8 shuffled batches (512 images) before
+        # each validation: close to the full pass, at a third of its cost.
+        callbacks.append(RecomputeStatistics(x, batch_size=args.batch_size, steps=8))
     started = time.perf_counter()
     history = model.fit(
         x, y, validation_data=data["validation"], epochs=args.epochs,
@@ -126,6 +128,7 @@ def train(kind, data, seed, args):
     return {
         "val_accuracy": [float(a) for a in history.history["val_accuracy"]],
         "train_loss": [float(v) for v in history.history["loss"]],
+        "train_accuracy": [float(a) for a in history.history["accuracy"]],
         "test_accuracy": float(test_accuracy),
         "seconds": seconds,
     }
@@ -205,11 +208,13 @@ def summarize(runs, args):
             curves = np.array([run["val_accuracy"] for run in seeds])
             reached = [first_epoch_reaching(c, args.target) for c in curves]
             test = np.array([run["test_accuracy"] for run in seeds])
+            train_last = np.array([run["train_accuracy"][-1] for run in seeds])
             summary[task][kind] = {
                 "val_accuracy_mean": curves.mean(axis=0).tolist(),
                 "val_accuracy_min": curves.min(axis=0).tolist(),
                 "val_accuracy_max": curves.max(axis=0).tolist(),
                 "epochs_to_target": reached,
+                "train_accuracy_last_mean": float(train_last.mean()),
                 "test_accuracy_mean": float(test.mean()),
                 "test_accuracy_std": float(test.std()),
                 "seconds_per_epoch": float(
@@ -232,15 +237,16 @@ def tables(summary, gammas, norms, args):
             f"### {TASKS[task]}",
             "",
             "| model | " + " | ".join(f"val acc, epoch {e}" for e in checkpoints)
-            + f" | epochs to {args.target:.0%} (per seed) | test acc (mean ± sd) | s/epoch |",
-            "| --- |" + " --- |" * (len(checkpoints) + 3),
+            + f" | epochs to {args.target:.0%} (per seed) | train acc, last epoch "
+            "(training mode) | test acc (mean ± sd) | s/epoch |",
+            "| --- |" + " --- |" * (len(checkpoints) + 4),
         ]
         for kind, s in by_model.items():
             reached = ", ".join("-" if r is None else str(r) for r in s["epochs_to_target"])
             cells = [f"{s['val_accuracy_mean'][e - 1]:.3f}" for e in checkpoints]
             lines.append(
                 f"| {MODELS[kind]} | " + " | ".join(cells) + f" | {reached} | "
-                f"{s['test_accuracy_mean']:.3f} ± {s['test_accuracy_std']:.3f} | "
+                f"{s['train_accuracy_last_mean']:.3f} | {s['test_accuracy_mean']:.3f} ± {s['test_accuracy_std']:.3f} | "
                 f"{s['seconds_per_epoch']:.1f} |"
             )
         lines.append("")
