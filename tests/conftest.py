@@ -52,3 +52,17 @@ def built_layer(input_shape=(6, 5, 3), seed=0, **kwargs):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def r_library(tmp_path_factory):
+    """This checkout's R package, installed into a library of its own."""
+    import subprocess
+    from pathlib import Path
+
+    library = tmp_path_factory.mktemp("Rlib")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(["R", "CMD", "INSTALL", "--no-test-load", "-l",
+                    str(library), str(root)], check=True,
+                   capture_output=True)
+    return library

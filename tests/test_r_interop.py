@@ -22,16 +22,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs R, and the TensorFlow backend the R side uses")
 
 
-@pytest.fixture(scope="session")
-def r_library(tmp_path_factory):
-    """This checkout's R package, installed into a library of its own."""
-    library = tmp_path_factory.mktemp("Rlib")
-    subprocess.run(["R", "CMD", "INSTALL", "--no-test-load", "-l",
-                    str(library), str(ROOT)], check=True,
-                   capture_output=True)
-    return library
-
-
 # A Python that embeds R, runs the check given as argv[2] with `r` (R's
 # evaluator, bnlstm loaded), and exits with its outcome.
 IN_ONE_PROCESS = """

@@ -1,0 +1,29 @@
+"""The speed benchmark runs and reports what it promises (no timing checks)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_writes_its_table(tmp_path):
+    out = tmp_path / "speed.json"
+    csv = tmp_path / "speed.csv"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--steps", "1",
+         "--repeats", "1", "--memory", "--json", str(out), "--csv", str(csv)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "Median BNLSTM / LSTM ratio over the grid: fit" in result.stdout
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert (row["batch"], row["timesteps"], row["units"], row["features"]) == (32, 50, 64, 3)
+    for key in ("fit", "predict"):
+        assert row[f"{key}_lstm_ms"] > 0 and row[f"{key}_bnlstm_ms"] > 0
+        assert row[f"{key}_ratio"] == pytest.approx(row[f"{key}_bnlstm_ms"] / row[f"{key}_lstm_ms"])
+    assert row["memory_lstm_mib"] >= 0 and "memory_ratio" in report["median_ratios"]
+    assert csv.read_text().splitlines()[0].startswith("batch,timesteps,units,features")
