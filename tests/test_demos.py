@@ -49,7 +49,7 @@ def check_table(rows):
 @pytest.fixture(scope="module")
 def python_demo(tmp_path_factory):
     output = tmp_path_factory.mktemp("python-demo")
-    return run_demo([sys.executable, str(ROOT / "inst" / "demo" / "sales_forecast.py")], output)
+    return run_demo([sys.executable, str(ROOT / "inst" / "examples" / "sales_forecast.py")], output)
 
 
 def test_python_demo_prints_and_writes_its_table(python_demo):
@@ -61,7 +61,7 @@ def test_python_demo_prints_and_writes_its_table(python_demo):
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
 def test_r_demo_runs_and_agrees_with_python(python_demo, r_library, tmp_path):
     stdout, rows = run_demo(
-        ["Rscript", str(ROOT / "inst" / "demo" / "sales_forecast.R")], tmp_path,
+        ["Rscript", str(ROOT / "inst" / "examples" / "sales_forecast.R")], tmp_path,
         env={"R_LIBS": str(r_library), "RETICULATE_PYTHON": sys.executable},
     )
     check_table(rows)
@@ -75,7 +75,7 @@ def test_r_demo_runs_and_agrees_with_python(python_demo, r_library, tmp_path):
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
 def test_r_demo_rejects_unknown_options(r_library):
     result = subprocess.run(
-        ["Rscript", str(ROOT / "inst" / "demo" / "sales_forecast.R"), "--epoch", "3"],
+        ["Rscript", str(ROOT / "inst" / "examples" / "sales_forecast.R"), "--epoch", "3"],
         capture_output=True, text=True,
         env=dict(os.environ, R_LIBS=str(r_library), RETICULATE_PYTHON=sys.executable),
     )

@@ -17,7 +17,8 @@ test_that("recompute_statistics averages over the batches", {
 
 test_that("shuffle reaches Python: sorted data gives other h statistics", {
   skip_if_no_bnlstm()
-  x <- array(sort(stats::runif(12 * 5 * 2)), c(12, 5, 2))
+  # Sample i is i everywhere: batches in row order each hold 4 neighbours.
+  x <- array(rep(seq_len(12), 5 * 2), c(12, 5, 2))
   model <- keras()$Sequential() |>
     layer_bn_lstm(units = 3, input_shape = c(5, 2))
   variance_h <- function() model$layers[[1]]$cell$moving_variance_h$numpy()
@@ -25,7 +26,10 @@ test_that("shuffle reaches Python: sorted data gives other h statistics", {
   shuffled <- variance_h()
   recompute_statistics(model, x, batch_size = 4, verbose = 0,
                        shuffle = FALSE)
-  expect_false(isTRUE(all.equal(variance_h(), shuffled, tolerance = 1e-4)))
+  # Row 1 is the recurrent term of the zero initial state: variance 0.
+  later <- -1
+  expect_gt(max(abs(variance_h()[later, ] - shuffled[later, ]) /
+                  shuffled[later, ]), 0.05)
 })
 
 test_that("the callback re-estimates at the end of fit()", {

@@ -6,7 +6,7 @@ early stopping and seeds. Prints a table of test errors in sales units and
 writes two PNG plots: validation loss per epoch, and forecasts against
 actual sales over the test period.
 
-    python inst/demo/sales_forecast.py [--epochs 40] [--output sales-demo-py]
+    python inst/examples/sales_forecast.py [--epochs 40] [--output sales-demo-py]
 """
 
 import argparse
@@ -138,7 +138,8 @@ def main():
         pd.DatetimeIndex(data.test.dates) - pd.Timedelta(days=7)
     )
     rows.append({"model": "Same weekday last week", **errors(week_before.to_numpy(), actual)})
-    table = pd.DataFrame(rows)
+    # Whole epochs stay whole numbers beside the naive row's blanks.
+    table = pd.DataFrame(rows).astype({"best_epoch": "Int64", "epochs_run": "Int64"})
     table.to_csv(output / "results.csv", index=False)
     print(f"\nTest period ({len(actual)} days), errors in units sold:")
     print(table.round(3).to_string(index=False, na_rep=""))

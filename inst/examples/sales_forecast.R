@@ -6,7 +6,7 @@
 # the test period.
 #
 # Run it with the README's first command (bash .ci/demo), or with
-#   Rscript inst/demo/sales_forecast.R [--epochs 40] [--patience 6]
+#   Rscript inst/examples/sales_forecast.R [--epochs 40] [--patience 6]
 #       [--units 32] [--lookback 28] [--batch-size 32] [--seed 1]
 #       [--output sales-demo]
 # in an R where bnlstm is installed and reticulate finds pybnlstm.
