@@ -65,11 +65,7 @@ def test_large_inputs_are_normalized_away(data):
     np.testing.assert_allclose(to_np(layer(x * 1e4, training=True)), small, rtol=1e-3, atol=1e-5)
 
 
-def test_all_masked_samples_stay_finite(data):
-    x, y = data
-    x = x.copy()
-    x[:3] = 0.0  # three samples masked at every step
-    x[3, 2:] = 0.0  # and one from step 2 on
+def masked_model():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((5, 3)),
@@ -78,6 +74,15 @@ def test_all_masked_samples_stay_finite(data):
         keras.layers.Dense(1),
     ])
     model.compile("adam", "mse")
+    return model
+
+
+def test_all_masked_samples_stay_finite(data):
+    x, y = data
+    x = x.copy()
+    x[:3] = 0.0  # three samples masked at every step
+    x[3, 2:] = 0.0  # and one from step 2 on
+    model = masked_model()
     losses = model.fit(x, y, batch_size=4, epochs=2, verbose=0).history["loss"]
     assert_all_finite(model, losses, x)
     # A fully masked sample keeps the initial state: its output is zero.
@@ -89,14 +94,7 @@ def test_a_step_with_every_sample_masked_stays_finite(data):
     x, y = data
     x = x.copy()
     x[:, 2] = 0.0  # step 2 is masked in the whole batch
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((5, 3)),
-        keras.layers.Masking(0.0),
-        pybnlstm.BNLSTM(6),
-        keras.layers.Dense(1),
-    ])
-    model.compile("adam", "mse")
+    model = masked_model()
     losses = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history["loss"]
     assert_all_finite(model, losses, x)
 
