@@ -19,6 +19,7 @@ test_that("shuffle reaches Python: sorted data gives other h statistics", {
   skip_if_no_bnlstm()
   # Sample i is i everywhere: batches in row order each hold 4 neighbours.
   x <- array(rep(seq_len(12), 5 * 2), c(12, 5, 2))
+  keras()$utils$set_random_seed(0L)
   model <- keras()$Sequential() |>
     layer_bn_lstm(units = 3, input_shape = c(5, 2))
   variance_h <- function() model$layers[[1]]$cell$moving_variance_h$numpy()
@@ -27,9 +28,10 @@ test_that("shuffle reaches Python: sorted data gives other h statistics", {
   recompute_statistics(model, x, batch_size = 4, verbose = 0,
                        shuffle = FALSE)
   # Row 1 is the recurrent term of the zero initial state: variance 0.
+  # Ignoring `shuffle` would give the same numbers to float precision.
   later <- -1
   expect_gt(max(abs(variance_h()[later, ] - shuffled[later, ]) /
-                  shuffled[later, ]), 0.05)
+                  shuffled[later, ]), 1e-3)
 })
 
 test_that("the callback re-estimates at the end of fit()", {
