@@ -55,6 +55,10 @@
 #'   Default: `0.5`.
 #' @param epsilon Positive number added to the variances. Default:
 #'   `0.001`.
+#' @param synchronized If `TRUE`, the batch statistics span every replica
+#'   of a TensorFlow distribution strategy, so that two replicas of 32
+#'   normalize as one batch of 64. TensorFlow backend only. Default:
+#'   `FALSE`.
 #' @param return_sequences Return the whole output sequence rather than
 #'   the last output. Default: `FALSE`.
 #' @param return_state Also return the last states `h` and `c`. Default:
@@ -103,7 +107,8 @@ layer_bn_lstm <- function(object, units, activation = "tanh",
                           bias_constraint = NULL, dropout = 0,
                           recurrent_dropout = 0, seed = NULL,
                           max_timesteps = NULL, momentum = 0.5,
-                          epsilon = 0.001, return_sequences = FALSE,
+                          epsilon = 0.001, synchronized = FALSE,
+                          return_sequences = FALSE,
                           return_state = FALSE, go_backwards = FALSE,
                           stateful = FALSE, unroll = FALSE,
                           input_shape = NULL, batch_size = NULL,
@@ -133,8 +138,9 @@ bn_lstm_arguments <- function(args) {
     name = check_string,
     gamma_initializer = function(v, n) check_spec(v, n, number_ok = TRUE)
   )
-  flags <- c("use_bias", "unit_forget_bias", "return_sequences",
-             "return_state", "go_backwards", "stateful", "unroll")
+  flags <- c("use_bias", "unit_forget_bias", "synchronized",
+             "return_sequences", "return_state", "go_backwards",
+             "stateful", "unroll")
   for (name in names(args)) {
     check <- checks[[name]]
     if (name %in% flags) {

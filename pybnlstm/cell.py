@@ -6,7 +6,7 @@ import warnings
 import keras
 from keras import ops
 
-from pybnlstm import _checks
+from pybnlstm import _checks, _replicas
 
 
 def _initializer(value):
@@ -16,27 +16,40 @@ def _initializer(value):
     return keras.initializers.get(value)
 
 
-def batch_moments(x, weights=None):
+def batch_moments(x, weights=None, synchronized=False):
     """Per-feature mean and biased variance over axis 0, in float32.
 
     Args:
         x: tensor whose axis 0 is the batch.
         weights: optional 0/1 tensor broadcastable to `x` (masked samples
             have weight 0); those samples do not enter the moments.
+        synchronized: if `True`, the moments span the samples of every
+            replica of the current `tf.distribute` strategy.
 
     Returns:
         `(mean, variance)`, each shaped like `x` without axis 0.
     """
     x = ops.cast(x, "float32")
-    if weights is None:
+    if weights is None and not synchronized:
         return ops.moments(x, axes=[0])
+    if weights is None:
+        weights = ops.ones_like(x[..., :1])
     weights = ops.cast(weights, "float32")
+    total = ops.concatenate(
+        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
+    )
+    if synchronized:
+        total = _replicas.replica_sum(total)
     # An all-masked step yields zeros rather than NaN; its moments are never
     # used for the population statistics (see `BNLSTM`).
-    count = ops.maximum(ops.sum(weights, axis=0), 1.0)
-    mean = ops.sum(weights * x, axis=0) / count
-    variance = ops.sum(weights * ops.square(x - mean), axis=0) / count
-    return mean, variance
+    count = ops.maximum(total[..., -1:], 1.0)
+    mean = total[..., :-1] / count
+    # A second pass over the centred values, so that a synchronized
+    # variance is as exact as a local one (E[x^2] - E[x]^2 is not).
+    squares = ops.sum(weights * ops.square(x - mean), axis=0)
+    if synchronized:
+        squares = _replicas.replica_sum(squares)
+    return mean, squares / count
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
@@ -106,6 +119,10 @@ class BNLSTMCell(keras.layers.Layer):
             Default: `0.5`; see `BNLSTM`.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
+        synchronized: Boolean (default `False`). If `True`, the batch
+            moments span every replica of the current `tf.distribute`
+            strategy, so that N replicas of batch B normalize as one batch
+            of N * B. TensorFlow backend only.
         **kwargs: Base layer keyword arguments, such as `dtype` and `name`.
 
     Call arguments:
@@ -149,6 +166,7 @@ class BNLSTMCell(keras.layers.Layer):
         max_timesteps=None,
         momentum=0.5,
         epsilon=1e-3,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,6 +176,7 @@ class BNLSTMCell(keras.layers.Layer):
         )
         self.momentum = _checks.fraction("momentum", momentum, True)
         self.epsilon = _checks.positive_real("epsilon", epsilon)
+        self.synchronized = _replicas.check_synchronized(synchronized)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -342,18 +361,19 @@ class BNLSTMCell(keras.layers.Layer):
         gamma_c = ops.convert_to_tensor(self.gamma_c)
         beta_c = ops.convert_to_tensor(self.beta_c)
         gate, activation = self.recurrent_activation, self.activation
+        synchronized = self.synchronized
 
         def step(zx, h_prev, c_prev, norm_h=None, norm_c=None, weights=None):
             training = norm_h is None
             hu = ops.matmul(h_prev, kernel)
             if training:
-                mean_h, var_h = batch_moments(hu, weights)
+                mean_h, var_h = batch_moments(hu, weights, synchronized)
                 norm_h = self.affine(mean_h, var_h, gamma_h)
             z = zx + hu * norm_h[0] + norm_h[1]
             i, f, g, o = ops.split(z, 4, axis=-1)
             c = gate(f) * c_prev + gate(i) * activation(g)
             if training:
-                mean_c, var_c = batch_moments(c, weights)
+                mean_c, var_c = batch_moments(c, weights, synchronized)
                 norm_c = self.affine(mean_c, var_c, gamma_c, beta_c)
             h = gate(o) * activation(c * norm_c[0] + norm_c[1])
             moments = (mean_h, var_h, mean_c, var_c) if training else None
@@ -373,7 +393,7 @@ class BNLSTMCell(keras.layers.Layer):
         xw = ops.matmul(inputs, self.kernel)
         if training:
             self._warn_no_statistics()
-            mean, variance = batch_moments(xw)
+            mean, variance = batch_moments(xw, None, self.synchronized)
             zx = self.normalized_input(
                 xw, *self.affine(mean, variance, self.gamma_x)
             )
@@ -432,5 +452,6 @@ class BNLSTMCell(keras.layers.Layer):
             "max_timesteps": self.max_timesteps,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

@@ -4,7 +4,7 @@ population statistics."""
 import keras
 from keras import ops
 
-from pybnlstm import _checks, _loop
+from pybnlstm import _checks, _loop, _replicas
 from pybnlstm.cell import BNLSTMCell, batch_moments
 from pybnlstm.statistics import update_population_statistics
 
@@ -89,6 +89,14 @@ class BNLSTM(keras.layers.RNN):
             `pybnlstm.RecomputeStatistics` callback.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
+        synchronized: Boolean (default `False`), as in Keras'
+            `BatchNormalization`. If `True`, the per-step batch moments are
+            summed across the replicas of the current `tf.distribute`
+            strategy (`MirroredStrategy`, `MultiWorkerMirroredStrategy`),
+            so that 2 replicas of 32 samples normalize, and update the
+            population statistics, exactly as one batch of 64. It costs
+            two all-reduces per normalization and step. TensorFlow backend
+            only; outside a strategy it changes nothing.
         return_sequences: Boolean. Whether to return the last output in the
             output sequence, or the full sequence. Default: `False`.
         return_state: Boolean. Whether to return the last state in addition
@@ -155,6 +163,7 @@ class BNLSTM(keras.layers.RNN):
         max_timesteps=None,
         momentum=0.5,
         epsilon=1e-3,
+        synchronized=False,
         return_sequences=False,
         return_state=False,
         go_backwards=False,
@@ -182,6 +191,7 @@ class BNLSTM(keras.layers.RNN):
             max_timesteps=max_timesteps,
             momentum=momentum,
             epsilon=epsilon,
+            synchronized=synchronized,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="bnlstm_cell",
@@ -342,7 +352,7 @@ class BNLSTM(keras.layers.RNN):
         xw = ops.matmul(x, cell.kernel)
         steps = offset + ops.arange(length, dtype="int32")
         if batch_norm:
-            x_moments = batch_moments(xw, weights)
+            x_moments = batch_moments(xw, weights, cell.synchronized)
             zx = cell.normalized_input(
                 xw, *cell.affine(*x_moments, cell.gamma_x)
             )
@@ -378,7 +388,22 @@ class BNLSTM(keras.layers.RNN):
                 c = ops.where(keep, c, c_prev)
             return (h, c), (h,) + (moments if batch_norm else ())
 
-        final, history = _loop.scan(step, (h0, c0), xs, self.unroll)
+        # tf.distribute cannot all-reduce inside a tf.while_loop (its
+        # merge_call refuses control flow), so synchronized statistics
+        # across replicas need the loop unrolled.
+        unroll = self.unroll or (
+            batch_norm
+            and cell.synchronized
+            and _replicas.replicas_in_sync() > 1
+        )
+        if unroll and sequences.shape[1] is None:
+            raise ValueError(
+                "A BNLSTM with synchronized=True needs inputs of a known "
+                "length under a tf.distribute strategy, because the time "
+                "loop is unrolled there; received input shape "
+                f"{tuple(sequences.shape)}"
+            )
+        final, history = _loop.scan(step, (h0, c0), xs, unroll)
 
         outputs = time_major(history[0])
         if self.zero_output_for_mask and weights is not None:
@@ -389,6 +414,8 @@ class BNLSTM(keras.layers.RNN):
                 counts = ops.full((length,), batch_size, dtype="float32")
             else:
                 counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
+            if cell.synchronized:
+                counts = _replicas.replica_sum(counts)
             batch_stats = {
                 ("x", "mean"): x_moments[0],
                 ("x", "variance"): x_moments[1],
@@ -447,7 +474,8 @@ for _name in (
     "kernel_initializer recurrent_initializer bias_initializer "
     "gamma_initializer beta_initializer kernel_regularizer "
     "recurrent_regularizer bias_regularizer kernel_constraint "
-    "recurrent_constraint bias_constraint max_timesteps momentum epsilon"
+    "recurrent_constraint bias_constraint max_timesteps momentum epsilon "
+    "synchronized"
 ).split():
     setattr(BNLSTM, _name, _cell_property(_name))
 del _name

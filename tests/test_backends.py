@@ -1,5 +1,5 @@
-"""The reference, behaviour, serialization and statistics suites on JAX
-and PyTorch.
+"""The reference, behaviour, serialization, statistics and mixed-precision
+suites on JAX and PyTorch.
 
 Keras picks its backend once per process, so each backend runs the other
 test files in a fresh interpreter.
@@ -20,6 +20,7 @@ SUITES = [
     "test_layer.py",
     "test_serialization.py",
     "test_statistics.py",
+    "test_mixed_precision.py",
 ]
 
 

@@ -69,11 +69,20 @@ def test_max_timesteps_default_explicit_and_unknown():
         (dict(units=4, max_timesteps=0), ValueError, "`max_timesteps`"),
         (dict(units=4, max_timesteps=2.0), TypeError, "`max_timesteps`"),
         (dict(units=4, seed="x"), TypeError, "`seed`"),
+        (dict(units=4, synchronized=1), TypeError, "`synchronized`"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, words):
     with pytest.raises(error, match=words):
         pybnlstm.BNLSTM(**kwargs)
+
+
+def test_synchronized_needs_tensorflow():
+    if keras.backend.backend() == "tensorflow":
+        assert pybnlstm.BNLSTM(2, synchronized=True).synchronized is True
+    else:
+        with pytest.raises(ValueError, match="synchronized=True.*TensorFlow"):
+            pybnlstm.BNLSTM(2, synchronized=True)
 
 
 def test_momentum_bounds_are_allowed():

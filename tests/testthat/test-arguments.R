@@ -14,6 +14,8 @@ test_that("bad arguments fail in R, naming the argument", {
   expect_error(layer_bn_lstm(units = 4, seed = 1.5), "`seed`")
   expect_error(layer_bn_lstm(units = 4, return_sequences = "yes"),
                "`return_sequences`.*TRUE or FALSE")
+  expect_error(layer_bn_lstm(units = 4, synchronized = NA),
+               "`synchronized`.*TRUE or FALSE")
   expect_error(layer_bn_lstm(units = 4, input_shape = c(0, 3)),
                "`input_shape`")
   expect_error(layer_bn_lstm(units = 4, input_shape = "10"), "`input_shape`")
@@ -56,6 +58,7 @@ test_that("only the given arguments are passed, numbers become integers", {
   expect_identical(config$units, 64L)
   expect_identical(config$momentum, 0.5) # the Python default
   expect_equal(config$gamma_initializer$config$value, 1)
+  expect_true(layer_bn_lstm(units = 4, synchronized = TRUE)$synchronized)
 })
 
 test_that("input_shape becomes a tuple, NA meaning unknown", {

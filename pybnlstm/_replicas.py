@@ -1,0 +1,49 @@
+"""Sums across the replicas of a `tf.distribute` strategy, for
+synchronized batch statistics.
+
+Only TensorFlow has a replica context that a layer can reach from inside
+its call; `BNLSTMCell(synchronized=True)` is refused on other backends.
+"""
+
+import keras
+
+
+def check_synchronized(value):
+    """Validates the `synchronized` argument; returns it as a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            "Received an invalid value for argument `synchronized`, expected "
+            f"True or False, got {value!r} of type {type(value).__name__}"
+        )
+    backend = keras.backend.backend()
+    if value and backend != "tensorflow":
+        raise ValueError(
+            "Received synchronized=True on the "
+            f"{backend} backend: synchronized batch statistics need a "
+            "tf.distribute strategy and are only supported with the "
+            "TensorFlow backend. On JAX, keras.distribution.DataParallel "
+            "computes the statistics over the global batch already; use "
+            "synchronized=False there."
+        )
+    return value
+
+
+def replicas_in_sync():
+    """The number of replicas the current call runs on (1 outside a
+    `tf.distribute` strategy, and on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_sum(tensor):
+    """`tensor` summed over the replicas in sync, or itself with one."""
+    if replicas_in_sync() == 1:
+        return tensor
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
