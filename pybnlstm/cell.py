@@ -52,6 +52,48 @@ def batch_moments(x, weights=None, synchronized=False):
     return mean, squares / count
 
 
+def projected_moments(x, kernel, weights=None, synchronized=False):
+    """Per-feature mean and variance over axis 0 of `x @ kernel`, in
+    float32, without forming the projection.
+
+    `mean(x W) = mean(x) W` and `var(x W)_j = W_j' Cov(x) W_j`, so only the
+    `(features, features)` covariance of the inputs is needed: far less
+    memory traffic than `x W` itself, which is `4 * units` wide.
+
+    Args:
+        x: tensor `(batch, ..., features)`.
+        kernel: `(features, width)` matrix.
+        weights: optional 0/1 tensor `(batch, ..., 1)`; samples of weight 0
+            do not enter the moments.
+        synchronized: if `True`, the moments span every replica of the
+            current `tf.distribute` strategy.
+
+    Returns:
+        `(mean, variance)`, each shaped `x.shape[1:-1] + (width,)`.
+    """
+    x = ops.cast(x, "float32")
+    kernel = ops.cast(kernel, "float32")
+    if weights is None:
+        weights = ops.ones_like(x[..., :1])
+    weights = ops.cast(weights, "float32")
+    total = ops.concatenate(
+        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
+    )
+    if synchronized:
+        total = _replicas.replica_sum(total)
+    count = ops.maximum(total[..., -1:], 1.0)
+    mean = total[..., :-1] / count
+    centred = x - mean
+    # Centred before the product, as in `batch_moments`.
+    covariance = ops.einsum("b...f,b...g->...fg", weights * centred, centred)
+    if synchronized:
+        covariance = _replicas.replica_sum(covariance)
+    covariance = covariance / count[..., None]
+    variance = ops.sum(ops.matmul(covariance, kernel) * kernel, axis=-2)
+    # The quadratic form can round a little below zero.
+    return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
+
+
 @keras.saving.register_keras_serializable(package="pybnlstm")
 class BNLSTMCell(keras.layers.Layer):
     """Cell class for the recurrent batch-normalized LSTM layer.
@@ -346,26 +388,33 @@ class BNLSTMCell(keras.layers.Layer):
         a symbolic loop (and XLA) without touching variables.
 
         Returns:
-            `step(zx, h_prev, c_prev, norm_h=None, norm_c=None,
-            weights=None) -> (h, c, moments)`, where `zx` is
-            `BN(x_t W) + b` of shape `(batch, 4 * units)`; `norm_h` and
-            `norm_c` are the inference-mode `(scale, shift)` of the
-            recurrent term and of the cell state, both `None` in training
-            mode, where the batch moments are used; `weights` is an optional
-            `(batch, 1)` 0/1 tensor whose zero rows stay out of the batch
-            moments; and `moments` is `(mean_h, var_h, mean_c, var_c)` in
-            float32 in training mode, else `None`.
+            `step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
+            weights=None) -> (h, c, moments)`, where `x` is the input of
+            shape `(batch, features)`; `norm_x`, `norm_h` and `norm_c` are
+            the `(scale, shift)` of the input projection, of the recurrent
+            term and of the cell state; `norm_h` and `norm_c` are `None` in
+            training mode, where the batch moments are used (the input's
+            moments, over whole sequences, come from `projected_moments`);
+            `weights` is an optional `(batch, 1)` 0/1 tensor whose zero rows
+            stay out of the batch moments; and `moments` is `(mean_h, var_h,
+            mean_c, var_c)` in float32 in training mode, else `None`.
         """
-        kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        kernel = ops.convert_to_tensor(self.kernel)
+        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        bias = ops.convert_to_tensor(self.bias) if self.use_bias else 0.0
         gamma_h = ops.convert_to_tensor(self.gamma_h)
         gamma_c = ops.convert_to_tensor(self.gamma_c)
         beta_c = ops.convert_to_tensor(self.beta_c)
         gate, activation = self.recurrent_activation, self.activation
         synchronized = self.synchronized
 
-        def step(zx, h_prev, c_prev, norm_h=None, norm_c=None, weights=None):
+        def step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
+                 weights=None):
             training = norm_h is None
-            hu = ops.matmul(h_prev, kernel)
+            # The projection is made step by step, as in Keras' LSTM: a
+            # whole-sequence `x W` costs more memory traffic than it saves.
+            zx = ops.matmul(x, kernel) * norm_x[0] + (norm_x[1] + bias)
+            hu = ops.matmul(h_prev, recurrent_kernel)
             if training:
                 mean_h, var_h = batch_moments(hu, weights, synchronized)
                 norm_h = self.affine(mean_h, var_h, gamma_h)
@@ -381,31 +430,22 @@ class BNLSTMCell(keras.layers.Layer):
 
         return step
 
-    def normalized_input(self, xw, scale, shift):
-        """`BN(x W) + b` from the projection `xw` and its folded affine."""
-        zx = xw * scale + shift
-        if self.use_bias:
-            zx = zx + self.bias
-        return zx
-
     def call(self, inputs, states, training=False):
         h_prev, c_prev, step = states
-        xw = ops.matmul(inputs, self.kernel)
         if training:
             self._warn_no_statistics()
-            mean, variance = batch_moments(xw, None, self.synchronized)
-            zx = self.normalized_input(
-                xw, *self.affine(mean, variance, self.gamma_x)
+            moments = projected_moments(
+                inputs, self.kernel, None, self.synchronized
             )
-            h, c, _ = self.recurrence()(zx, h_prev, c_prev)
+            norm_x = self.affine(*moments, self.gamma_x)
+            h, c, _ = self.recurrence()(inputs, h_prev, c_prev, norm_x)
         else:
             rows = ops.clip(
                 ops.cast(step[:, 0], "int32"), 0, self.max_timesteps - 1
             )
             norm = self.population_affine(rows)
-            zx = self.normalized_input(xw, *norm["x"])
             h, c, _ = self.recurrence()(
-                zx, h_prev, c_prev, norm["h"], norm["c"]
+                inputs, h_prev, c_prev, norm["x"], norm["h"], norm["c"]
             )
         return h, [h, c, step + 1]
 

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from pybnlstm import _checks, _loop, _replicas
-from pybnlstm.cell import BNLSTMCell, batch_moments
+from pybnlstm.cell import BNLSTMCell, projected_moments
 from pybnlstm.statistics import update_population_statistics
 
 
@@ -349,24 +349,22 @@ class BNLSTM(keras.layers.RNN):
                 (batch_size, cell.units), self.recurrent_dropout
             )
 
-        xw = ops.matmul(x, cell.kernel)
         steps = offset + ops.arange(length, dtype="int32")
+        time_major = lambda t: ops.moveaxis(t, 1, 0)  # noqa: E731
+        xs = {"x": time_major(x)}
         if batch_norm:
-            x_moments = batch_moments(xw, weights, cell.synchronized)
-            zx = cell.normalized_input(
-                xw, *cell.affine(*x_moments, cell.gamma_x)
+            x_moments = projected_moments(
+                x, cell.kernel, weights, cell.synchronized
             )
+            xs["norm_x"] = cell.affine(*x_moments, cell.gamma_x)
         else:
             rows = ops.clip(steps, 0, cell.max_timesteps - 1)
             norm = cell.population_affine(rows)
-            zx = cell.normalized_input(xw, *norm["x"])
-
-        time_major = lambda t: ops.moveaxis(t, 1, 0)  # noqa: E731
-        xs = {"zx": time_major(zx)}
+            xs["norm_x"], xs["norm_h"], xs["norm_c"] = (
+                norm["x"], norm["h"], norm["c"]
+            )
         if weights is not None:
             xs["weights"] = time_major(weights)
-        if not batch_norm:
-            xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
 
         recurrence = cell.recurrence()
 
@@ -375,9 +373,10 @@ class BNLSTM(keras.layers.RNN):
             if recurrent_mask is not None:
                 h_prev = h_prev * recurrent_mask
             h, c, moments = recurrence(
-                inputs["zx"],
+                inputs["x"],
                 h_prev,
                 c_prev,
+                inputs["norm_x"],
                 inputs.get("norm_h"),
                 inputs.get("norm_c"),
                 inputs.get("weights"),

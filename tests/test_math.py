@@ -257,3 +257,33 @@ def test_unit_forget_bias():
     off = pybnlstm.BNLSTM(3, unit_forget_bias=False)
     off.build((2, 4, 2))
     assert_equal(off.cell.bias.numpy(), np.zeros(12))
+
+
+def test_projected_moments_match_the_projection(rng):
+    """The input's moments come from its covariance, never from x W: they
+    must equal the weighted moments of x W, also where x W is constant
+    although its terms are not (the quadratic form must not go negative)."""
+    from pybnlstm.cell import projected_moments
+
+    x = rng.normal(size=(9, 4, 3)) * [1.0, 50.0, 1e-3] + [0.0, 20.0, 0.0]
+    x[..., 2] = x[..., 0]  # a copy: kernel rows 0 and 2 cancel in column 0
+    kernel = rng.normal(size=(3, 5))
+    kernel[2, 0] = -kernel[0, 0]
+    kernel[1, 0] = 0.0
+    weights = (rng.uniform(size=(9, 4, 1)) > 0.3).astype("float64")
+    weights[0, 0] = 1.0
+    xw = x @ kernel
+    n = weights.sum(axis=0)
+    mean = (weights * xw).sum(axis=0) / n
+    variance = (weights * (xw - mean) ** 2).sum(axis=0) / n
+    got_mean, got_variance = projected_moments(
+        x.astype("float32"), kernel.astype("float32"),
+        weights.astype("float32"))
+    assert_close(got_mean, mean, rtol=1e-5, atol=1e-4)
+    assert_close(got_variance, variance, rtol=1e-4, atol=1e-3)
+    assert (to_np(got_variance)[:, 0] >= 0).all()
+    # Unweighted, on one step's (batch, features) as the cell uses it.
+    m, v = projected_moments(x[:, 1].astype("float32"),
+                             kernel.astype("float32"))
+    assert_close(m, xw[:, 1].mean(axis=0), rtol=1e-5, atol=1e-4)
+    assert_close(v, xw[:, 1].var(axis=0), rtol=1e-4, atol=1e-3)
