@@ -94,6 +94,63 @@ def projected_moments(x, kernel, weights=None, synchronized=False):
     return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
 
 
+def batch_normalizer(epsilon, masked):
+    """`normalize(v, mean, variance, gamma, beta[, weights])`: the batch
+    normalization of `v` by its own batch moments, with the gradient
+    written out.
+
+    `mean` and `variance` must be `batch_moments(v)` (float32, computed
+    without a gradient): the gradient of `v` includes the terms through
+    them. Autodiff of the moments' graph takes many more small ops per
+    time step, and those dominated a training step's cost over an LSTM
+    (a third of the step at batch 256, 200 steps, 64 units, on CPU).
+    With `masked`, `weights` is the `(batch, 1)` 0/1 tensor the moments
+    were taken with; rows of weight 0 get no gradient through the moments.
+    The result has `v`'s dtype; the arithmetic is float32.
+    """
+
+    def forward(v, mean, variance, gamma, beta, weights=None):
+        inv = ops.rsqrt(variance + epsilon)
+        xhat = (ops.cast(v, "float32") - mean) * inv
+        gamma = ops.cast(gamma, "float32")
+        y = ops.cast(xhat * gamma + ops.cast(beta, "float32"), v.dtype)
+
+        def grad(*args, upstream=None):
+            dy = ops.cast(args[0] if upstream is None else upstream, "float32")
+            dxhat = dy * gamma
+            if weights is None:
+                shift = ops.mean(dxhat, axis=0)
+                slope = ops.mean(dxhat * xhat, axis=0)
+            else:
+                w = ops.cast(weights, "float32")
+                count = ops.maximum(ops.sum(w, axis=0), 1.0)
+                shift = ops.sum(w * dxhat, axis=0) / count
+                slope = ops.sum(w * dxhat * xhat, axis=0) / count
+            dv = inv * (dxhat - shift - xhat * slope)
+            if weights is not None:
+                dv = dv * w
+            grads = [
+                ops.cast(dv, v.dtype),
+                ops.zeros_like(mean),
+                ops.zeros_like(variance),
+                ops.sum(dy * xhat, axis=0),
+                ops.sum(dy, axis=0),
+            ]
+            if weights is not None:
+                grads.append(ops.zeros_like(weights))
+            return tuple(grads)
+
+        return y, grad
+
+    if masked:
+        return ops.custom_gradient(forward)
+    return ops.custom_gradient(
+        lambda v, mean, variance, gamma, beta: forward(
+            v, mean, variance, gamma, beta
+        )
+    )
+
+
 @keras.saving.register_keras_serializable(package="pybnlstm")
 class BNLSTMCell(keras.layers.Layer):
     """Cell class for the recurrent batch-normalized LSTM layer.
@@ -402,11 +459,33 @@ class BNLSTMCell(keras.layers.Layer):
         kernel = ops.convert_to_tensor(self.kernel)
         recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
         bias = ops.convert_to_tensor(self.bias) if self.use_bias else 0.0
-        gamma_h = ops.convert_to_tensor(self.gamma_h)
-        gamma_c = ops.convert_to_tensor(self.gamma_c)
-        beta_c = ops.convert_to_tensor(self.beta_c)
+        # Tensors, not variables: a custom gradient may not read variables
+        # (TensorFlow), and the normalizations work in float32.
+        gamma_h = ops.cast(self.gamma_h, "float32")
+        no_shift = ops.zeros_like(gamma_h)
+        gamma_c = ops.cast(self.gamma_c, "float32")
+        beta_c = ops.cast(self.beta_c, "float32")
         gate, activation = self.recurrent_activation, self.activation
         synchronized = self.synchronized
+        epsilon = self.epsilon
+        written_out = {
+            masked: batch_normalizer(epsilon, masked)
+            for masked in (False, True)
+        }
+
+        def moments_of(v, weights):
+            if not synchronized:
+                v = ops.stop_gradient(v)
+            return batch_moments(v, weights, synchronized)
+
+        def normalize(v, mean, variance, gamma, beta, weights):
+            if synchronized:
+                # Autodiff, which carries the all-reduces back as well.
+                scale, shift = self.affine(mean, variance, gamma, beta)
+                return v * scale + shift
+            if weights is None:
+                return written_out[False](v, mean, variance, gamma, beta)
+            return written_out[True](v, mean, variance, gamma, beta, weights)
 
         def step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
                  weights=None):
@@ -416,15 +495,19 @@ class BNLSTMCell(keras.layers.Layer):
             zx = ops.matmul(x, kernel) * norm_x[0] + (norm_x[1] + bias)
             hu = ops.matmul(h_prev, recurrent_kernel)
             if training:
-                mean_h, var_h = batch_moments(hu, weights, synchronized)
-                norm_h = self.affine(mean_h, var_h, gamma_h)
-            z = zx + hu * norm_h[0] + norm_h[1]
+                mean_h, var_h = moments_of(hu, weights)
+                z = zx + normalize(hu, mean_h, var_h, gamma_h, no_shift,
+                                   weights)
+            else:
+                z = zx + hu * norm_h[0] + norm_h[1]
             i, f, g, o = ops.split(z, 4, axis=-1)
             c = gate(f) * c_prev + gate(i) * activation(g)
             if training:
-                mean_c, var_c = batch_moments(c, weights, synchronized)
-                norm_c = self.affine(mean_c, var_c, gamma_c, beta_c)
-            h = gate(o) * activation(c * norm_c[0] + norm_c[1])
+                mean_c, var_c = moments_of(c, weights)
+                c_hat = normalize(c, mean_c, var_c, gamma_c, beta_c, weights)
+            else:
+                c_hat = c * norm_c[0] + norm_c[1]
+            h = gate(o) * activation(c_hat)
             moments = (mean_h, var_h, mean_c, var_c) if training else None
             return h, c, moments
 
