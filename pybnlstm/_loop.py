@@ -10,13 +10,15 @@ import keras
 from keras import ops
 
 
-def scan(step, carry, xs, unroll=False):
+def scan(step, carry, xs, y_dtypes, unroll=False):
     """Runs `step(carry, x_t) -> (carry, y_t)` over the leading axis of `xs`.
 
     Args:
         step: the pure step function.
         carry: initial carry, a structure of tensors.
         xs: a structure of tensors, all with the same leading (time) axis.
+        y_dtypes: the dtypes of `y_t`, in its structure (TensorFlow's
+            loop allocates its outputs before tracing the step).
         unroll: if `True`, a Python loop over the static length.
 
     Returns:
@@ -25,7 +27,7 @@ def scan(step, carry, xs, unroll=False):
     if unroll:
         return _unrolled(step, carry, xs)
     if keras.backend.backend() == "tensorflow":
-        return _tf_scan(step, carry, xs)
+        return _tf_scan(step, carry, xs, y_dtypes)
     return ops.scan(step, carry, xs)
 
 
@@ -41,7 +43,7 @@ def _unrolled(step, carry, xs):
     return carry, keras.tree.map_structure(lambda *y: ops.stack(y), *ys)
 
 
-def _tf_scan(step, carry, xs):
+def _tf_scan(step, carry, xs, y_dtypes):
     import tensorflow as tf
 
     flat_xs = [tf.convert_to_tensor(x) for x in keras.tree.flatten(xs)]
@@ -57,11 +59,11 @@ def _tf_scan(step, carry, xs):
     def read(t):
         return keras.tree.pack_sequence_as(xs, [a.read(t) for a in inputs])
 
-    # The first step runs outside the loop to learn the outputs' dtypes.
-    carry, y = step(carry, read(0))
+    # The outputs' dtypes are given, so that the step is traced only once,
+    # inside the loop.
     outputs = [
-        tf.TensorArray(v.dtype, size=length, element_shape=v.shape).write(0, v)
-        for v in keras.tree.flatten(y)
+        tf.TensorArray(dtype, size=length, infer_shape=True)
+        for dtype in keras.tree.flatten(y_dtypes)
     ]
 
     def body(t, carry, outputs):
@@ -73,8 +75,8 @@ def _tf_scan(step, carry, xs):
     _, carry, outputs = tf.while_loop(
         lambda t, *_: t < length,
         body,
-        (tf.constant(1), carry, outputs),
-        maximum_iterations=length - 1,
+        (tf.constant(0), carry, outputs),
+        maximum_iterations=length,
     )
-    ys = keras.tree.pack_sequence_as(y, [a.stack() for a in outputs])
+    ys = keras.tree.pack_sequence_as(y_dtypes, [a.stack() for a in outputs])
     return carry, ys

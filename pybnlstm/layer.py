@@ -402,7 +402,8 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        final, history = _loop.scan(step, (h0, c0), xs, unroll)
+        y_dtypes = (self.compute_dtype,) + ("float32",) * (4 * batch_norm)
+        final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
 
         outputs = time_major(history[0])
         if self.zero_output_for_mask and weights is not None:
