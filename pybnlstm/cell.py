@@ -16,6 +16,27 @@ def _initializer(value):
     return keras.initializers.get(value)
 
 
+def _weighted_mean(x, weights, synchronized):
+    """The first pass of the moments: `(weights, mean, count)` over axis
+    0, with `weights` ones where none were given."""
+    if weights is None:
+        weights = ops.ones_like(x[..., :1])
+    weights = ops.cast(weights, "float32")
+    total = ops.concatenate(
+        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
+    )
+    if synchronized:
+        total = _replicas.replica_sum(total)
+    # An all-masked step yields zeros rather than NaN; its moments are never
+    # used for the population statistics (see `BNLSTM`).
+    count = ops.maximum(total[..., -1:], 1.0)
+    return weights, total[..., :-1] / count, count
+
+
+def _summed(value, synchronized):
+    return _replicas.replica_sum(value) if synchronized else value
+
+
 def batch_moments(x, weights=None, synchronized=False):
     """Per-feature mean and biased variance over axis 0, in float32.
 
@@ -32,24 +53,11 @@ def batch_moments(x, weights=None, synchronized=False):
     x = ops.cast(x, "float32")
     if weights is None and not synchronized:
         return ops.moments(x, axes=[0])
-    if weights is None:
-        weights = ops.ones_like(x[..., :1])
-    weights = ops.cast(weights, "float32")
-    total = ops.concatenate(
-        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
-    )
-    if synchronized:
-        total = _replicas.replica_sum(total)
-    # An all-masked step yields zeros rather than NaN; its moments are never
-    # used for the population statistics (see `BNLSTM`).
-    count = ops.maximum(total[..., -1:], 1.0)
-    mean = total[..., :-1] / count
+    weights, mean, count = _weighted_mean(x, weights, synchronized)
     # A second pass over the centred values, so that a synchronized
     # variance is as exact as a local one (E[x^2] - E[x]^2 is not).
     squares = ops.sum(weights * ops.square(x - mean), axis=0)
-    if synchronized:
-        squares = _replicas.replica_sum(squares)
-    return mean, squares / count
+    return mean, _summed(squares, synchronized) / count
 
 
 def projected_moments(x, kernel, weights=None, synchronized=False):
@@ -73,22 +81,11 @@ def projected_moments(x, kernel, weights=None, synchronized=False):
     """
     x = ops.cast(x, "float32")
     kernel = ops.cast(kernel, "float32")
-    if weights is None:
-        weights = ops.ones_like(x[..., :1])
-    weights = ops.cast(weights, "float32")
-    total = ops.concatenate(
-        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
-    )
-    if synchronized:
-        total = _replicas.replica_sum(total)
-    count = ops.maximum(total[..., -1:], 1.0)
-    mean = total[..., :-1] / count
+    weights, mean, count = _weighted_mean(x, weights, synchronized)
     centred = x - mean
     # Centred before the product, as in `batch_moments`.
     covariance = ops.einsum("b...f,b...g->...fg", weights * centred, centred)
-    if synchronized:
-        covariance = _replicas.replica_sum(covariance)
-    covariance = covariance / count[..., None]
+    covariance = _summed(covariance, synchronized) / count[..., None]
     variance = ops.sum(ops.matmul(covariance, kernel) * kernel, axis=-2)
     # The quadratic form can round a little below zero.
     return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
@@ -438,6 +435,14 @@ class BNLSTMCell(keras.layers.Layer):
             for part in ("x", "h", "c")
         }
 
+    def with_bias(self, norm_x):
+        """The input projection's `(scale, shift)` with the bias folded
+        into the shift, once per sequence rather than at every step."""
+        scale, shift = norm_x
+        if self.use_bias:
+            shift = shift + ops.cast(self.bias, shift.dtype)
+        return scale, shift
+
     def recurrence(self):
         """The recurrence of one step as a pure function.
 
@@ -448,8 +453,9 @@ class BNLSTMCell(keras.layers.Layer):
             `step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
             weights=None) -> (h, c, moments)`, where `x` is the input of
             shape `(batch, features)`; `norm_x`, `norm_h` and `norm_c` are
-            the `(scale, shift)` of the input projection, of the recurrent
-            term and of the cell state; `norm_h` and `norm_c` are `None` in
+            the `(scale, shift)` of the input projection (its shift
+            holding the bias, see `with_bias`), of the recurrent term and
+            of the cell state; `norm_h` and `norm_c` are `None` in
             training mode, where the batch moments are used (the input's
             moments, over whole sequences, come from `projected_moments`);
             `weights` is an optional `(batch, 1)` 0/1 tensor whose zero rows
@@ -458,7 +464,6 @@ class BNLSTMCell(keras.layers.Layer):
         """
         kernel = ops.convert_to_tensor(self.kernel)
         recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
-        bias = ops.convert_to_tensor(self.bias) if self.use_bias else 0.0
         # Tensors, not variables: a custom gradient may not read variables
         # (TensorFlow), and the normalizations work in float32.
         gamma_h = ops.cast(self.gamma_h, "float32")
@@ -492,7 +497,7 @@ class BNLSTMCell(keras.layers.Layer):
             training = norm_h is None
             # The projection is made step by step, as in Keras' LSTM: a
             # whole-sequence `x W` costs more memory traffic than it saves.
-            zx = ops.matmul(x, kernel) * norm_x[0] + (norm_x[1] + bias)
+            zx = ops.matmul(x, kernel) * norm_x[0] + norm_x[1]
             hu = ops.matmul(h_prev, recurrent_kernel)
             if training:
                 mean_h, var_h = moments_of(hu, weights)
@@ -520,7 +525,7 @@ class BNLSTMCell(keras.layers.Layer):
             moments = projected_moments(
                 inputs, self.kernel, None, self.synchronized
             )
-            norm_x = self.affine(*moments, self.gamma_x)
+            norm_x = self.with_bias(self.affine(*moments, self.gamma_x))
             h, c, _ = self.recurrence()(inputs, h_prev, c_prev, norm_x)
         else:
             rows = ops.clip(
@@ -528,7 +533,12 @@ class BNLSTMCell(keras.layers.Layer):
             )
             norm = self.population_affine(rows)
             h, c, _ = self.recurrence()(
-                inputs, h_prev, c_prev, norm["x"], norm["h"], norm["c"]
+                inputs,
+                h_prev,
+                c_prev,
+                self.with_bias(norm["x"]),
+                norm["h"],
+                norm["c"],
             )
         return h, [h, c, step + 1]
 

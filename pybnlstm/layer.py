@@ -356,13 +356,14 @@ class BNLSTM(keras.layers.RNN):
             x_moments = projected_moments(
                 x, cell.kernel, weights, cell.synchronized
             )
-            xs["norm_x"] = cell.affine(*x_moments, cell.gamma_x)
+            xs["norm_x"] = cell.with_bias(
+                cell.affine(*x_moments, cell.gamma_x)
+            )
         else:
             rows = ops.clip(steps, 0, cell.max_timesteps - 1)
             norm = cell.population_affine(rows)
-            xs["norm_x"], xs["norm_h"], xs["norm_c"] = (
-                norm["x"], norm["h"], norm["c"]
-            )
+            xs["norm_x"] = cell.with_bias(norm["x"])
+            xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
         if weights is not None:
             xs["weights"] = time_major(weights)
 
