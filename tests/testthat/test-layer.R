@@ -52,9 +52,11 @@ test_that("fit and predict on R arrays", {
   prediction <- model$predict(x, verbose = 0L)
   expect_equal(dim(prediction), c(30, 1))
   expect_true(all(is.finite(prediction)))
-  # Inference does not depend on the batch.
-  alone <- model$predict(x[1, , , drop = FALSE], verbose = 0L)
-  expect_equal(alone[1, 1], prediction[1, 1], tolerance = 1e-5)
+  # Inference does not depend on the batch. A smaller batch only changes
+  # float32 rounding (a 2e-8 gap was seen), which a relative tolerance
+  # flags on outputs near 0, so the gap is bounded in absolute terms.
+  alone <- model$predict(x[1:3, , , drop = FALSE], verbose = 0L)
+  expect_lt(max(abs(alone - prediction[1:3, , drop = FALSE])), 1e-5)
 })
 
 test_that("a version mismatch is reported", {
