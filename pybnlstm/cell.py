@@ -38,7 +38,8 @@ def _summed(value, synchronized):
 
 
 def batch_moments(x, weights=None, synchronized=False):
-    """Per-feature mean and biased variance over axis 0, in float32.
+    """Per-feature mean and biased variance over axis 0, in float32, and
+    the centred values they were computed from.
 
     Args:
         x: tensor whose axis 0 is the batch.
@@ -48,16 +49,20 @@ def batch_moments(x, weights=None, synchronized=False):
             replica of the current `tf.distribute` strategy.
 
     Returns:
-        `(mean, variance)`, each shaped like `x` without axis 0.
+        `(mean, variance, centred)`: the moments, each shaped like `x`
+        without axis 0, and `x - mean`, shaped like `x`.
     """
     x = ops.cast(x, "float32")
     if weights is None and not synchronized:
-        return ops.moments(x, axes=[0])
+        mean = ops.mean(x, axis=0)
+        centred = x - mean
+        return mean, ops.mean(ops.square(centred), axis=0), centred
     weights, mean, count = _weighted_mean(x, weights, synchronized)
     # A second pass over the centred values, so that a synchronized
     # variance is as exact as a local one (E[x^2] - E[x]^2 is not).
-    squares = ops.sum(weights * ops.square(x - mean), axis=0)
-    return mean, _summed(squares, synchronized) / count
+    centred = x - mean
+    squares = ops.sum(weights * ops.square(centred), axis=0)
+    return mean, _summed(squares, synchronized) / count, centred
 
 
 def projected_moments(x, kernel, weights=None, synchronized=False):
@@ -92,46 +97,53 @@ def projected_moments(x, kernel, weights=None, synchronized=False):
 
 
 def batch_normalizer(epsilon, masked):
-    """`normalize(v, mean, variance, gamma, beta[, weights])`: the batch
-    normalization of `v` by its own batch moments, with the gradient
-    written out.
+    """`normalize(v, centred, variance, gamma, beta[, weights])`: the batch
+    normalization `centred / sqrt(variance + epsilon) * gamma + beta` of
+    `v` by its own batch moments, with the gradient written out.
 
-    `mean` and `variance` must be `batch_moments(v)` (float32, computed
-    without a gradient): the gradient of `v` includes the terms through
-    them. Autodiff of the moments' graph takes many more small ops per
-    time step, and those dominated a training step's cost over an LSTM
-    (a third of the step at batch 256, 200 steps, 64 units, on CPU).
-    With `masked`, `weights` is the `(batch, 1)` 0/1 tensor the moments
-    were taken with; rows of weight 0 get no gradient through the moments.
-    The result has `v`'s dtype; the arithmetic is float32.
+    `centred` and `variance` must come from `batch_moments(v)` under
+    `stop_gradient`: the gradient of `v` includes the terms through them.
+    `beta` may be a per-step shift that holds more than a beta (the gate
+    normalization folds the bias and the input's shift into it). With
+    `masked`, `weights` is the `(batch, 1)` 0/1 tensor the moments were
+    taken with. The result has `v`'s dtype; the arithmetic is float32.
+
+    Autodiff of the moments' graph takes many more passes over each
+    `(batch, features)` tensor per time step, and on a CPU those passes,
+    not the matrix products, are what a step costs over an LSTM's. Here
+    the backward pass reads the stored centred values and the upstream
+    gradient twice each: two sums, then one fused scale and shift.
     """
 
-    def forward(v, mean, variance, gamma, beta, weights=None):
+    def forward(v, centred, variance, gamma, beta, weights=None):
         inv = ops.rsqrt(variance + epsilon)
-        xhat = (ops.cast(v, "float32") - mean) * inv
-        gamma = ops.cast(gamma, "float32")
-        y = ops.cast(xhat * gamma + ops.cast(beta, "float32"), v.dtype)
+        scale = gamma * inv
+        y = ops.cast(ops.add(centred * scale, beta), v.dtype)
 
         def grad(*args, upstream=None):
             dy = ops.cast(args[0] if upstream is None else upstream, "float32")
-            dxhat = dy * gamma
             if weights is None:
-                shift = ops.mean(dxhat, axis=0)
-                slope = ops.mean(dxhat * xhat, axis=0)
+                count = centred.shape[0]
+                if count is None:
+                    count = ops.cast(ops.shape(centred)[0], "float32")
             else:
                 w = ops.cast(weights, "float32")
                 count = ops.maximum(ops.sum(w, axis=0), 1.0)
-                shift = ops.sum(w * dxhat, axis=0) / count
-                slope = ops.sum(w * dxhat * xhat, axis=0) / count
-            dv = inv * (dxhat - shift - xhat * slope)
+            # Every row's output depends on the moments; only weighted rows
+            # enter them: d mean / d v = w / n, d var / d v = 2 w centred / n.
+            total = ops.sum(dy, axis=0)
+            projected = ops.sum(dy * centred, axis=0)
+            dgamma = inv * projected
+            slope = dgamma * (scale * inv / count)
+            through_moments = ops.add(centred * slope, total * scale / count)
             if weights is not None:
-                dv = dv * w
+                through_moments = through_moments * w
             grads = [
-                ops.cast(dv, v.dtype),
-                ops.zeros_like(mean),
+                ops.cast(dy * scale - through_moments, v.dtype),
+                ops.zeros_like(centred),
                 ops.zeros_like(variance),
-                ops.sum(dy * xhat, axis=0),
-                ops.sum(dy, axis=0),
+                dgamma,
+                total,
             ]
             if weights is not None:
                 grads.append(ops.zeros_like(weights))
@@ -142,8 +154,8 @@ def batch_normalizer(epsilon, masked):
     if masked:
         return ops.custom_gradient(forward)
     return ops.custom_gradient(
-        lambda v, mean, variance, gamma, beta: forward(
-            v, mean, variance, gamma, beta
+        lambda v, centred, variance, gamma, beta: forward(
+            v, centred, variance, gamma, beta
         )
     )
 
@@ -395,7 +407,7 @@ class BNLSTMCell(keras.layers.Layer):
         }
 
     def affine(self, mean, variance, gamma, beta=None):
-        """Folds a normalization into `x * scale + shift`, in compute dtype.
+        """Folds a normalization into `x * scale + shift`, in float32.
 
         `mean` and `variance` are float32 and may carry leading axes (time
         steps or samples) in front of the feature axis.
@@ -404,44 +416,63 @@ class BNLSTMCell(keras.layers.Layer):
         shift = -mean * scale
         if beta is not None:
             shift = shift + ops.cast(beta, "float32")
-        return (
-            ops.cast(scale, self.compute_dtype),
-            ops.cast(shift, self.compute_dtype),
-        )
+        return scale, shift
 
-    def population_affine(self, rows):
-        """The inference-mode `(scale, shift)` of `x`, `h` and `c` for the
-        given rows of the population statistics.
+    def _gate_shift(self, shift):
+        """`shift` plus the bias, once per sequence rather than per step."""
+        if self.use_bias:
+            shift = shift + ops.cast(self.bias, "float32")
+        return shift
+
+    def batch_normalization(self, x_moments):
+        """The training-mode per-step inputs of `recurrence()`'s step.
+
+        Args:
+            x_moments: `(mean, variance)` of the input projection `x W`,
+                float32, from `projected_moments`.
+
+        Returns:
+            `{"x_scale", "shift"}`, float32: the scale of `x W`, and the
+            gates' shift (the input projection's shift plus the bias).
+        """
+        scale, shift = self.affine(*x_moments, self.gamma_x)
+        return {"x_scale": scale, "shift": self._gate_shift(shift)}
+
+    def population_normalization(self, rows):
+        """The inference-mode per-step inputs of `recurrence()`'s step, from
+        the given rows of the population statistics.
 
         Args:
             rows: int32 tensor of row indices, already within
                 `[0, max_timesteps)`.
 
         Returns:
-            A dict mapping `"x"`, `"h"`, `"c"` to `(scale, shift)`, each
-            shaped `rows.shape + (features,)`.
+            `{"x_scale", "h_scale", "shift", "c_scale", "c_shift"}`, in
+            compute dtype, each shaped `rows.shape + (features,)`; `shift`
+            holds the gates' three shifts (input, recurrent, bias) in one.
         """
-        gammas = {"x": self.gamma_x, "h": self.gamma_h, "c": self.gamma_c}
-        betas = {"x": None, "h": None, "c": self.beta_c}
-        return {
-            part: self.affine(
+
+        def fold(part, gamma, beta=None):
+            return self.affine(
                 ops.take(getattr(self, f"moving_mean_{part}"), rows, axis=0),
                 ops.take(
                     getattr(self, f"moving_variance_{part}"), rows, axis=0
                 ),
-                gammas[part],
-                betas[part],
+                gamma,
+                beta,
             )
-            for part in ("x", "h", "c")
-        }
 
-    def with_bias(self, norm_x):
-        """The input projection's `(scale, shift)` with the bias folded
-        into the shift, once per sequence rather than at every step."""
-        scale, shift = norm_x
-        if self.use_bias:
-            shift = shift + ops.cast(self.bias, shift.dtype)
-        return scale, shift
+        x_scale, x_shift = fold("x", self.gamma_x)
+        h_scale, h_shift = fold("h", self.gamma_h)
+        c_scale, c_shift = fold("c", self.gamma_c, self.beta_c)
+        norm = {
+            "x_scale": x_scale,
+            "h_scale": h_scale,
+            "shift": self._gate_shift(x_shift + h_shift),
+            "c_scale": c_scale,
+            "c_shift": c_shift,
+        }
+        return {k: ops.cast(v, self.compute_dtype) for k, v in norm.items()}
 
     def recurrence(self):
         """The recurrence of one step as a pure function.
@@ -450,70 +481,82 @@ class BNLSTMCell(keras.layers.Layer):
         a symbolic loop (and XLA) without touching variables.
 
         Returns:
-            `step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
-            weights=None) -> (h, c, moments)`, where `x` is the input of
-            shape `(batch, features)`; `norm_x`, `norm_h` and `norm_c` are
-            the `(scale, shift)` of the input projection (its shift
-            holding the bias, see `with_bias`), of the recurrent term and
-            of the cell state; `norm_h` and `norm_c` are `None` in
-            training mode, where the batch moments are used (the input's
-            moments, over whole sequences, come from `projected_moments`);
-            `weights` is an optional `(batch, 1)` 0/1 tensor whose zero rows
-            stay out of the batch moments; and `moments` is `(mean_h, var_h,
-            mean_c, var_c)` in float32 in training mode, else `None`.
+            `step(x, h_prev, c_prev, norm, weights=None) -> (h, c,
+            moments)`, where `x` is the input of shape `(batch, features)`;
+            `norm` is one step of `batch_normalization()` in training mode
+            or of `population_normalization()` in inference mode; `weights`
+            is an optional `(batch, 1)` 0/1 tensor whose zero rows stay out
+            of the batch moments; and `moments` is the float32 vector
+            `[mean_h, var_h, mean_c, var_c]` (widths `4 * units`, `4 *
+            units`, `units`, `units`) in training mode, else `None`.
         """
-        kernel = ops.convert_to_tensor(self.kernel)
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        # Copies read once: a variable read inside TensorFlow's loop body is
+        # read, and kept for the gradient, at every step.
+        kernel = ops.copy(self.kernel)
+        recurrent_kernel = ops.copy(self.recurrent_kernel)
         # Tensors, not variables: a custom gradient may not read variables
         # (TensorFlow), and the normalizations work in float32.
         gamma_h = ops.cast(self.gamma_h, "float32")
-        no_shift = ops.zeros_like(gamma_h)
         gamma_c = ops.cast(self.gamma_c, "float32")
         beta_c = ops.cast(self.beta_c, "float32")
         gate, activation = self.recurrent_activation, self.activation
         synchronized = self.synchronized
-        epsilon = self.epsilon
         written_out = {
-            masked: batch_normalizer(epsilon, masked)
+            masked: batch_normalizer(self.epsilon, masked)
             for masked in (False, True)
         }
 
         def moments_of(v, weights):
-            if not synchronized:
-                v = ops.stop_gradient(v)
-            return batch_moments(v, weights, synchronized)
+            moments = batch_moments(v, weights, synchronized)
+            if synchronized:
+                return moments
+            # Without a gradient: `normalize` holds the terms through them.
+            return tuple(ops.stop_gradient(m) for m in moments)
 
-        def normalize(v, mean, variance, gamma, beta, weights):
+        def normalize(v, moments, gamma, beta, weights):
+            mean, variance, centred = moments
             if synchronized:
                 # Autodiff, which carries the all-reduces back as well.
                 scale, shift = self.affine(mean, variance, gamma, beta)
-                return v * scale + shift
+                return ops.cast(v * scale + shift, v.dtype)
             if weights is None:
-                return written_out[False](v, mean, variance, gamma, beta)
-            return written_out[True](v, mean, variance, gamma, beta, weights)
+                return written_out[False](v, centred, variance, gamma, beta)
+            return written_out[True](
+                v, centred, variance, gamma, beta, weights
+            )
 
-        def step(x, h_prev, c_prev, norm_x, norm_h=None, norm_c=None,
-                 weights=None):
-            training = norm_h is None
-            # The projection is made step by step, as in Keras' LSTM: a
+        def step(x, h_prev, c_prev, norm, weights=None):
+            training = "h_scale" not in norm
+            # `x W` scaled through the kernel: a (features, 4 units)
+            # product per step instead of a (batch, 4 units) one. The
+            # projection is made step by step, as in Keras' LSTM: a
             # whole-sequence `x W` costs more memory traffic than it saves.
-            zx = ops.matmul(x, kernel) * norm_x[0] + norm_x[1]
+            x_scale = ops.cast(norm["x_scale"], kernel.dtype)
+            if len(x_scale.shape) == 1:
+                zx = ops.matmul(x, kernel * x_scale)
+            else:
+                # A bare cell in inference: one statistics row per sample.
+                zx = ops.matmul(x, kernel) * x_scale
             hu = ops.matmul(h_prev, recurrent_kernel)
             if training:
-                mean_h, var_h = moments_of(hu, weights)
-                z = zx + normalize(hu, mean_h, var_h, gamma_h, no_shift,
-                                   weights)
+                moments_h = moments_of(hu, weights)
+                z = zx + normalize(
+                    hu, moments_h, gamma_h, norm["shift"], weights
+                )
             else:
-                z = zx + hu * norm_h[0] + norm_h[1]
+                z = zx + hu * norm["h_scale"] + norm["shift"]
             i, f, g, o = ops.split(z, 4, axis=-1)
             c = gate(f) * c_prev + gate(i) * activation(g)
             if training:
-                mean_c, var_c = moments_of(c, weights)
-                c_hat = normalize(c, mean_c, var_c, gamma_c, beta_c, weights)
+                moments_c = moments_of(c, weights)
+                c_hat = normalize(c, moments_c, gamma_c, beta_c, weights)
             else:
-                c_hat = c * norm_c[0] + norm_c[1]
+                c_hat = c * norm["c_scale"] + norm["c_shift"]
             h = gate(o) * activation(c_hat)
-            moments = (mean_h, var_h, mean_c, var_c) if training else None
+            moments = None
+            if training:
+                # One vector, so that a loop stores one tensor per step.
+                moments = ops.concatenate(moments_h[:2] + moments_c[:2])
             return h, c, moments
 
         return step
@@ -522,24 +565,15 @@ class BNLSTMCell(keras.layers.Layer):
         h_prev, c_prev, step = states
         if training:
             self._warn_no_statistics()
-            moments = projected_moments(
-                inputs, self.kernel, None, self.synchronized
+            norm = self.batch_normalization(
+                projected_moments(inputs, self.kernel, None, self.synchronized)
             )
-            norm_x = self.with_bias(self.affine(*moments, self.gamma_x))
-            h, c, _ = self.recurrence()(inputs, h_prev, c_prev, norm_x)
         else:
             rows = ops.clip(
                 ops.cast(step[:, 0], "int32"), 0, self.max_timesteps - 1
             )
-            norm = self.population_affine(rows)
-            h, c, _ = self.recurrence()(
-                inputs,
-                h_prev,
-                c_prev,
-                self.with_bias(norm["x"]),
-                norm["h"],
-                norm["c"],
-            )
+            norm = self.population_normalization(rows)
+        h, c, _ = self.recurrence()(inputs, h_prev, c_prev, norm)
         return h, [h, c, step + 1]
 
     def _warn_no_statistics(self):

@@ -351,19 +351,20 @@ class BNLSTM(keras.layers.RNN):
 
         steps = offset + ops.arange(length, dtype="int32")
         time_major = lambda t: ops.moveaxis(t, 1, 0)  # noqa: E731
-        xs = {"x": time_major(x)}
         if batch_norm:
             x_moments = projected_moments(
                 x, cell.kernel, weights, cell.synchronized
             )
-            xs["norm_x"] = cell.with_bias(
-                cell.affine(*x_moments, cell.gamma_x)
-            )
+            norm = cell.batch_normalization(x_moments)
         else:
-            rows = ops.clip(steps, 0, cell.max_timesteps - 1)
-            norm = cell.population_affine(rows)
-            xs["norm_x"] = cell.with_bias(norm["x"])
-            xs["norm_h"], xs["norm_c"] = norm["h"], norm["c"]
+            norm = cell.population_normalization(
+                ops.clip(steps, 0, cell.max_timesteps - 1)
+            )
+        if batch_norm:
+            # One tensor read per step rather than two: each read that
+            # needs a gradient costs the loop several ops.
+            norm = ops.concatenate([norm["x_scale"], norm["shift"]], axis=-1)
+        xs = {"x": time_major(x), "norm": norm}
         if weights is not None:
             xs["weights"] = time_major(weights)
 
@@ -373,20 +374,18 @@ class BNLSTM(keras.layers.RNN):
             h_prev, c_prev = carry[0], carry[1]
             if recurrent_mask is not None:
                 h_prev = h_prev * recurrent_mask
+            norm = inputs["norm"]
+            if batch_norm:
+                x_scale, shift = ops.split(norm, 2, axis=-1)
+                norm = {"x_scale": x_scale, "shift": shift}
             h, c, moments = recurrence(
-                inputs["x"],
-                h_prev,
-                c_prev,
-                inputs["norm_x"],
-                inputs.get("norm_h"),
-                inputs.get("norm_c"),
-                inputs.get("weights"),
+                inputs["x"], h_prev, c_prev, norm, inputs.get("weights")
             )
             if "weights" in inputs:
                 keep = inputs["weights"] > 0
                 h = ops.where(keep, h, carry[0])
                 c = ops.where(keep, c, c_prev)
-            return (h, c), (h,) + (moments if batch_norm else ())
+            return (h, c), (h, moments) if batch_norm else (h,)
 
         # tf.distribute cannot all-reduce inside a tf.while_loop (its
         # merge_call refuses control flow), so synchronized statistics
@@ -403,7 +402,7 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        y_dtypes = (self.compute_dtype,) + ("float32",) * (4 * batch_norm)
+        y_dtypes = (self.compute_dtype,) + ("float32",) * batch_norm
         final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
 
         outputs = time_major(history[0])
@@ -417,13 +416,17 @@ class BNLSTM(keras.layers.RNN):
                 counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
             if cell.synchronized:
                 counts = _replicas.replica_sum(counts)
+            width = 4 * cell.units
+            h_mean, h_variance, c_mean, c_variance = ops.split(
+                history[1], [width, 2 * width, 2 * width + cell.units], axis=-1
+            )
             batch_stats = {
                 ("x", "mean"): x_moments[0],
                 ("x", "variance"): x_moments[1],
-                ("h", "mean"): history[1],
-                ("h", "variance"): history[2],
-                ("c", "mean"): history[3],
-                ("c", "variance"): history[4],
+                ("h", "mean"): h_mean,
+                ("h", "variance"): h_variance,
+                ("c", "mean"): c_mean,
+                ("c", "variance"): c_variance,
             }
             if collector is not None:
                 collector(steps, counts, batch_stats)
