@@ -324,7 +324,8 @@ class BNLSTM(keras.layers.RNN):
             training: Python boolean.
 
         Returns:
-            `(last_output, outputs, (h, c))`.
+            `(last_output, outputs, (h, c))`; `outputs` is `None` unless
+            `return_sequences`.
         """
         cell = self.cell
         h0, c0, offset = initial_state
@@ -385,7 +386,10 @@ class BNLSTM(keras.layers.RNN):
                 keep = inputs["weights"] > 0
                 h = ops.where(keep, h, carry[0])
                 c = ops.where(keep, c, c_prev)
-            return (h, c), (h, moments) if batch_norm else (h,)
+            # The outputs are stored only when returned: the last one is the
+            # final state.
+            ys = (h,) if self.return_sequences else ()
+            return (h, c), ys + ((moments,) if batch_norm else ())
 
         # tf.distribute cannot all-reduce inside a tf.while_loop (its
         # merge_call refuses control flow), so synchronized statistics
@@ -402,13 +406,20 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        y_dtypes = (self.compute_dtype,) + ("float32",) * batch_norm
+        y_dtypes = (self.compute_dtype,) * self.return_sequences + (
+            "float32",
+        ) * batch_norm
         final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
 
-        outputs = time_major(history[0])
-        if self.zero_output_for_mask and weights is not None:
-            outputs = outputs * weights
-        last_output = outputs[:, -1]
+        outputs = None
+        last_output = final[0]
+        if self.return_sequences:
+            outputs = time_major(history[0])
+            if self.zero_output_for_mask and weights is not None:
+                outputs = outputs * weights
+            last_output = outputs[:, -1]
+        elif self.zero_output_for_mask and weights is not None:
+            last_output = last_output * weights[:, -1]
         if batch_norm:
             if weights is None:
                 counts = ops.full((length,), batch_size, dtype="float32")
@@ -418,7 +429,7 @@ class BNLSTM(keras.layers.RNN):
                 counts = _replicas.replica_sum(counts)
             width = 4 * cell.units
             h_mean, h_variance, c_mean, c_variance = ops.split(
-                history[1], [width, 2 * width, 2 * width + cell.units], axis=-1
+                history[-1], [width, 2 * width, 2 * width + cell.units], axis=-1
             )
             batch_stats = {
                 ("x", "mean"): x_moments[0],
