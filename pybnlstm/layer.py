@@ -1,6 +1,8 @@
 """The recurrent batch-normalized LSTM layer: the sequence loop and the
 population statistics."""
 
+import itertools
+
 import keras
 from keras import ops
 
@@ -361,11 +363,16 @@ class BNLSTM(keras.layers.RNN):
             norm = cell.population_normalization(
                 ops.clip(steps, 0, cell.max_timesteps - 1)
             )
-        if batch_norm:
-            # One tensor read per step rather than two: each read that
-            # needs a gradient costs the loop several ops.
-            norm = ops.concatenate([norm["x_scale"], norm["shift"]], axis=-1)
-        xs = {"x": time_major(x), "norm": norm}
+        # One tensor read per step rather than several: each read costs
+        # the loop ops, and more when it needs a gradient.
+        norm_keys = list(norm)
+        norm_ends = list(
+            itertools.accumulate(norm[k].shape[-1] for k in norm_keys)
+        )
+        xs = {
+            "x": time_major(x),
+            "norm": ops.concatenate([norm[k] for k in norm_keys], axis=-1),
+        }
         if weights is not None:
             xs["weights"] = time_major(weights)
 
@@ -375,10 +382,9 @@ class BNLSTM(keras.layers.RNN):
             h_prev, c_prev = carry[0], carry[1]
             if recurrent_mask is not None:
                 h_prev = h_prev * recurrent_mask
-            norm = inputs["norm"]
-            if batch_norm:
-                x_scale, shift = ops.split(norm, 2, axis=-1)
-                norm = {"x_scale": x_scale, "shift": shift}
+            norm = dict(
+                zip(norm_keys, ops.split(inputs["norm"], norm_ends[:-1], -1))
+            )
             h, c, moments = recurrence(
                 inputs["x"], h_prev, c_prev, norm, inputs.get("weights")
             )
