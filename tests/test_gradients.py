@@ -32,18 +32,20 @@ def gradients(layer, x, mask, direction):
     return dict(zip(["input"] + names, grads))
 
 
+@pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-def test_written_out_gradient_matches_autodiff(rng, masked):
+def test_written_out_gradient_matches_autodiff(rng, masked, return_sequences):
     x = rng.normal(size=(7, 5, 3)).astype("float32")
     mask = None
     if masked:
         mask = np.ones((7, 5), dtype=bool)
         mask[0, 3:] = False
         mask[4, 1:] = False
-    direction = rng.normal(size=(7, 5, 4)).astype("float32")
+    shape = (7, 5, 4) if return_sequences else (7, 4)
+    direction = rng.normal(size=shape).astype("float32")
     grads = {}
     for synchronized in (False, True):
-        layer = pybnlstm.BNLSTM(4, return_sequences=True,
+        layer = pybnlstm.BNLSTM(4, return_sequences=return_sequences,
                                 synchronized=synchronized)
         layer.build((7, 5, 3))
         randomize(layer, seed=3)

@@ -159,6 +159,26 @@ def test_mask_matches_reference(rng, training):
     assert_close(out2, out, **TOL)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_masked_last_output_is_the_final_state(rng, training):
+    # Without return_sequences the loop keeps no outputs: the last output
+    # is the final state, which a masked last step leaves as it was.
+    layer = built_layer()
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    mask = np.ones((6, 5), dtype=bool)
+    mask[0, 3:] = False
+    mask[1, 4] = False
+    _, r_h, _ = reference_for(layer).run(x, training=training, mask=mask)
+    assert_close(layer(x, mask=mask, training=training), r_h, **TOL)
+    # As in keras.layers.LSTM, zero_output_for_mask zeroes it instead.
+    zeroed = built_layer(zero_output_for_mask=True)
+    zeroed.set_weights(layer.get_weights())
+    out = np.asarray(zeroed(x, mask=mask, training=False))
+    _, r_h, _ = reference_for(zeroed).run(x, training=False, mask=mask)
+    assert np.all(out[:2] == 0.0)
+    assert_close(out[2:], r_h[2:], **TOL)
+
+
 def test_initial_state_matches_reference(rng):
     layer = built_layer(return_state=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
