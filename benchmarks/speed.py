@@ -5,9 +5,12 @@ the same model twice, `Input -> recurrent layer -> Dense(1)`, once with
 each layer, and measures in one process, alternating the two so that drift
 in the machine's speed hits both alike:
 
-- training: the median time of one `fit()` step (each repeat times an
-  epoch of `--steps` batches, after a warm-up epoch that compiles);
-- inference: the median time of `predict()` per batch;
+- training: the median time of one training step, over `--repeats`
+  passes of `--steps` batches, after a warm-up epoch that compiles; each
+  step is timed alone (`train_on_batch`, the step `fit()` runs), the two
+  layers taking turns batch by batch;
+- inference: the median time of one batch (`predict_on_batch`), timed
+  the same way;
 - peak memory (with `--memory`): how far the resident memory of a fresh
   process rises at its peak, above what the imports and the data took,
   while it builds, compiles and trains the model (one process per layer
@@ -43,8 +46,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one small shape: batch 32, 50 steps, 64 units, 3 features")
-    parser.add_argument("--steps", type=int, default=5, help="batches per timed epoch")
-    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per layer")
+    parser.add_argument("--steps", type=int, default=5, help="batches per timed pass")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the batches")
     parser.add_argument("--jit", action="store_true", help="compile with jit_compile=True (XLA)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory, in a fresh process per run")
@@ -87,22 +90,31 @@ def data(shape, steps):
 
 
 def time_shape(shape, args):
-    """Median seconds per training step and per inference batch."""
+    """Median seconds per training step and per inference batch.
+
+    Times single steps, alternating the two layers batch by batch: this
+    machine's speed changes in slices of about a tenth of a second, and a
+    whole epoch of one layer could fall into a slow slice that the other
+    escapes. `train_on_batch` runs the same compiled step as `fit()`.
+    """
     x, y = data(shape, args.steps)
+    batch = shape["batch"]
     models = {layer: build(layer, shape, args.jit) for layer in LAYERS}
     for model in models.values():  # warm-up: tracing and compilation
-        model.fit(x, y, batch_size=shape["batch"], epochs=1, verbose=0)
-        model.predict(x, batch_size=shape["batch"], verbose=0)
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        model.predict(x, batch_size=batch, verbose=0)
     train = {layer: [] for layer in LAYERS}
     infer = {layer: [] for layer in LAYERS}
     for _ in range(args.repeats):
-        for layer, model in models.items():
-            started = time.perf_counter()
-            model.fit(x, y, batch_size=shape["batch"], epochs=1, verbose=0)
-            train[layer].append((time.perf_counter() - started) / args.steps)
-            started = time.perf_counter()
-            model.predict(x, batch_size=shape["batch"], verbose=0)
-            infer[layer].append((time.perf_counter() - started) / args.steps)
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            for layer, model in models.items():
+                started = time.perf_counter()
+                model.train_on_batch(xb, yb)
+                train[layer].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                model.predict_on_batch(xb)
+                infer[layer].append(time.perf_counter() - started)
     return (
         {layer: statistics.median(v) for layer, v in train.items()},
         {layer: statistics.median(v) for layer, v in infer.items()},
@@ -166,7 +178,8 @@ def main():
     rows = []
     grid = shapes(args.quick)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"jit_compile={args.jit}; {args.repeats} repeats of {args.steps} batches")
+          f"jit_compile={args.jit}; {args.repeats} passes of {args.steps} batches, "
+          "each batch timed alone, layers alternating")
     header = (f"{'batch':>5} {'steps':>5} {'units':>5} {'feat':>4} | "
               f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5} | "
               f"{'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
