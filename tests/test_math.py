@@ -173,7 +173,7 @@ def test_masked_last_output_is_the_final_state(rng, training):
     # As in keras.layers.LSTM, zero_output_for_mask zeroes it instead.
     zeroed = built_layer(zero_output_for_mask=True)
     zeroed.set_weights(layer.get_weights())
-    out = np.asarray(zeroed(x, mask=mask, training=False))
+    out = to_np(zeroed(x, mask=mask, training=False))
     _, r_h, _ = reference_for(zeroed).run(x, training=False, mask=mask)
     assert np.all(out[:2] == 0.0)
     assert_close(out[2:], r_h[2:], **TOL)
