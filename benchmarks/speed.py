@@ -93,9 +93,10 @@ def time_shape(shape, args):
     """Median seconds per training step and per inference batch.
 
     Times single steps, alternating the two layers batch by batch: this
-    machine's speed changes in slices of about a tenth of a second, and a
-    whole epoch of one layer could fall into a slow slice that the other
-    escapes. `train_on_batch` runs the same compiled step as `fit()`.
+    machine's speed changes in slices, and a whole epoch of one layer could
+    fall into a slow slice that the other escapes; a `fit()` or `predict()`
+    call also adds a fixed cost per call that would dilute the ratio.
+    `train_on_batch` runs the same compiled step as `fit()`.
     """
     x, y = data(shape, args.steps)
     batch = shape["batch"]

@@ -412,9 +412,9 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        y_dtypes = (self.compute_dtype,) * self.return_sequences + (
-            "float32",
-        ) * batch_norm
+        y_dtypes = ((self.compute_dtype,) if self.return_sequences else ()) + (
+            ("float32",) if batch_norm else ()
+        )
         final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
 
         outputs = None
