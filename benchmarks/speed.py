@@ -14,7 +14,10 @@ in the machine's speed hits both alike:
 - peak memory (with `--memory`): how far the resident memory of a fresh
   process rises at its peak, above what the imports and the data took,
   while it builds, compiles and trains the model (one process per layer
-  and shape; Linux).
+  and shape; Linux); and the same in a process that first trained the
+  same layer on a tiny shape ("warm"), which leaves out what the runtime
+  sets up once per process, such as XLA's compiler (about 160 MiB, the
+  same for `keras.layers.LSTM` under `jit_compile=True`).
 
 Prints a table of medians and BNLSTM / LSTM ratios, and the median ratio
 over the grid; writes it as CSV and JSON with --csv / --json.
@@ -140,6 +143,9 @@ def child(spec):
 
     request = json.loads(spec)
     shape, layer = request["shape"], request["layer"]
+    if request["warm"]:
+        tiny = dict(batch=2, timesteps=3, units=2, features=shape["features"])
+        build(layer, tiny, request["jit"]).fit(*data(tiny, 1), verbose=0)
     x, y = data(shape, request["steps"])
     before = resident_mib()
     peak = [before]
@@ -159,8 +165,9 @@ def child(spec):
     print(json.dumps({"peak_mib": peak[0] - before}))
 
 
-def peak_memory(shape, layer, args):
-    spec = json.dumps({"shape": shape, "layer": layer, "jit": args.jit, "steps": args.steps})
+def peak_memory(shape, layer, args, warm=False):
+    spec = json.dumps({"shape": shape, "layer": layer, "jit": args.jit,
+                       "steps": args.steps, "warm": warm})
     out = subprocess.run(
         [sys.executable, __file__, "--child", spec],
         check=True, capture_output=True, text=True,
@@ -186,6 +193,7 @@ def main():
               f"{'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
     if args.memory:
         header += f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5}"
+        header += f" | {'warm LSTM':>9} {'warm BN':>8} {'ratio':>5}"
     print(header, flush=True)
     for shape in grid:
         train, infer = time_shape(shape, args)
@@ -205,8 +213,12 @@ def main():
             memory = {layer: peak_memory(shape, layer, args) for layer in LAYERS}
             row.update(memory_lstm_mib=memory["LSTM"], memory_bnlstm_mib=memory["BNLSTM"],
                        memory_ratio=memory["BNLSTM"] / memory["LSTM"])
+            warm = {layer: peak_memory(shape, layer, args, warm=True) for layer in LAYERS}
+            row.update(warm_memory_lstm_mib=warm["LSTM"], warm_memory_bnlstm_mib=warm["BNLSTM"],
+                       warm_memory_ratio=warm["BNLSTM"] / warm["LSTM"])
             line += (f" | {memory['LSTM']:>8.1f} {memory['BNLSTM']:>8.1f} "
-                     f"{row['memory_ratio']:>5.2f}")
+                     f"{row['memory_ratio']:>5.2f} | {warm['LSTM']:>9.1f} "
+                     f"{warm['BNLSTM']:>8.1f} {row['warm_memory_ratio']:>5.2f}")
         print(line, flush=True)
         rows.append(row)
 

@@ -6,7 +6,7 @@ import itertools
 import keras
 from keras import ops
 
-from pybnlstm import _checks, _loop, _replicas
+from pybnlstm import _checks, _loop, _replicas, _tf_fused
 from pybnlstm.cell import BNLSTMCell, projected_moments
 from pybnlstm.statistics import update_population_statistics
 
@@ -38,6 +38,14 @@ class BNLSTM(keras.layers.RNN):
     `keras.layers.LSTM` (see `pybnlstm.load_lstm_weights`), the trainable
     `gamma_x`, `gamma_h`, `gamma_c`, `beta_c`, and the non-trainable
     `moving_{mean,variance}_{x,h,c}` of shape `(max_timesteps, features)`.
+
+    On TensorFlow, training with the default activations (`tanh`,
+    `sigmoid`) in float32 runs the recurrence as two XLA-compiled loops,
+    forward and a written-out backward, as Keras' LSTM picks cuDNN for its
+    defaults. XLA compiles once per input shape: the first batch of each
+    shape takes a few seconds longer, and the first compilation in a
+    process sets up XLA's compiler (about 160 MiB). Other activations,
+    mixed precision and `synchronized=True` run a step-by-step loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -412,10 +420,15 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        y_dtypes = ((self.compute_dtype,) if self.return_sequences else ()) + (
-            ("float32",) if batch_norm else ()
-        )
-        final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
+        if batch_norm and not unroll and self._fused():
+            final, history = self._fused_recurrence(
+                xs, (h0, c0), recurrent_mask
+            )
+        else:
+            y_dtypes = (
+                (self.compute_dtype,) if self.return_sequences else ()
+            ) + (("float32",) if batch_norm else ())
+            final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
 
         outputs = None
         last_output = final[0]
@@ -435,7 +448,9 @@ class BNLSTM(keras.layers.RNN):
                 counts = _replicas.replica_sum(counts)
             width = 4 * cell.units
             h_mean, h_variance, c_mean, c_variance = ops.split(
-                history[-1], [width, 2 * width, 2 * width + cell.units], axis=-1
+                history[-1],
+                [width, 2 * width, 2 * width + cell.units],
+                axis=-1,
             )
             batch_stats = {
                 ("x", "mean"): x_moments[0],
@@ -452,6 +467,42 @@ class BNLSTM(keras.layers.RNN):
                     cell, steps, counts, batch_stats
                 )
         return last_output, outputs, final
+
+    def _fused(self):
+        """Whether training runs `_tf_fused`'s compiled recurrence: on
+        TensorFlow, for the default activations in float32, without
+        synchronized statistics (they need the step-by-step loop)."""
+        cell = self.cell
+        return (
+            keras.backend.backend() == "tensorflow"
+            and not cell.synchronized
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and self.compute_dtype == "float32"
+        )
+
+    def _fused_recurrence(self, xs, initial_state, recurrent_mask):
+        cell = self.cell
+        weights = xs.get("weights")
+        run = _tf_fused.training_recurrence(
+            cell.units,
+            cell.epsilon,
+            self.return_sequences,
+            weights is not None,
+            recurrent_mask is not None,
+        )
+        outputs, h, c, moments = run(
+            xs["x"],
+            xs["norm"],
+            *initial_state,
+            ops.copy(cell.kernel),
+            ops.copy(cell.recurrent_kernel),
+            *(ops.copy(v) for v in (cell.gamma_h, cell.gamma_c, cell.beta_c)),
+            weights,
+            recurrent_mask,
+        )
+        history = ((outputs,) if self.return_sequences else ()) + (moments,)
+        return (h, c), history
 
     def _dropout_mask(self, shape, rate=None):
         rate = self.dropout if rate is None else rate

@@ -1,9 +1,12 @@
-"""The written-out gradient of the in-loop batch normalizations against
+"""The written-out gradients of the training recurrence against
 TensorFlow's autodiff of the same forward pass.
 
-`synchronized=True` outside a strategy computes the same outputs but lets
-autodiff differentiate through the batch moments; the default path uses
-the gradient written out in `pybnlstm.cell.batch_normalizer`.
+`synchronized=True` outside a strategy computes the same outputs through
+the generic step loop and lets autodiff differentiate it, batch moments
+included. The default layer runs, on TensorFlow, the fused recurrence of
+`pybnlstm._tf_fused` (its backward pass written out whole); with a custom
+activation it runs the generic loop with the normalizations' gradient
+written out in `pybnlstm.cell.batch_normalizer`. Both are checked here.
 """
 
 import keras
@@ -19,39 +22,98 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def gradients(layer, x, mask, direction):
+def gradients(layer, x, mask, directions, initial_state=None):
+    """Gradients of `sum(output * direction)` over every output, with
+    respect to the input, the initial state and the trainable weights."""
     import tensorflow as tf
 
     x = tf.constant(x)
+    states = [tf.constant(s) for s in initial_state or ()]
     with tf.GradientTape() as tape:
-        tape.watch(x)
-        out = layer(x, mask=mask, training=True)
-        loss = tf.reduce_sum(out * direction)
-    names = [w.name for w in layer.trainable_weights]
-    grads = tape.gradient(loss, [x] + layer.trainable_weights)
-    return dict(zip(["input"] + names, grads))
+        tape.watch([x] + states)
+        outputs = layer(x, mask=mask, training=True,
+                        initial_state=states or None)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        loss = sum(tf.reduce_sum(o * d) for o, d in zip(outputs, directions))
+    names = ["input"] + [f"state_{i}" for i in range(len(states))]
+    names += [w.name for w in layer.trainable_weights]
+    grads = tape.gradient(loss, [x] + states + layer.trainable_weights)
+    return dict(zip(names, grads))
 
 
-@pytest.mark.parametrize("return_sequences", [True, False])
-@pytest.mark.parametrize("masked", [False, True])
-def test_written_out_gradient_matches_autodiff(rng, masked, return_sequences):
-    x = rng.normal(size=(7, 5, 3)).astype("float32")
-    mask = None
-    if masked:
-        mask = np.ones((7, 5), dtype=bool)
-        mask[0, 3:] = False
-        mask[4, 1:] = False
-    shape = (7, 5, 4) if return_sequences else (7, 4)
-    direction = rng.normal(size=shape).astype("float32")
+def compare(rng, mask=None, initial_state=False, **kwargs):
+    batch, steps, units = 7, 5, 4
+    x = rng.normal(size=(batch, steps, 3)).astype("float32")
+    states = None
+    if initial_state:
+        states = [rng.normal(size=(batch, units)).astype("float32")
+                  for _ in range(2)]
     grads = {}
     for synchronized in (False, True):
-        layer = pybnlstm.BNLSTM(4, return_sequences=return_sequences,
-                                synchronized=synchronized)
-        layer.build((7, 5, 3))
+        layer = pybnlstm.BNLSTM(units, synchronized=synchronized, seed=5,
+                                **kwargs)
+        layer.build((batch, steps, 3))
         randomize(layer, seed=3)
-        grads[synchronized] = gradients(layer, x, mask, direction)
+        shapes = layer.compute_output_shape((batch, steps, 3))
+        shapes = list(shapes) if layer.return_state else [shapes]
+        directions = [
+            np.random.default_rng(7 + i).normal(size=s).astype("float32")
+            for i, s in enumerate(shapes)
+        ]
+        grads[synchronized] = gradients(layer, x, mask, directions, states)
+    assert grads[False].keys() == grads[True].keys()
     for name, autodiff in grads[True].items():
         assert autodiff is not None, name
         written = grads[False][name]
         assert np.abs(np.asarray(autodiff)).max() > 1e-4, name
         assert_close(written, autodiff, rtol=1e-3, atol=1e-5)
+
+
+def some_masked():
+    mask = np.ones((7, 5), dtype=bool)
+    mask[0, 3:] = False
+    mask[4, 1:] = False
+    return mask
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "softsign"])
+def test_written_out_gradient_matches_autodiff(
+    rng, masked, return_sequences, activation
+):
+    compare(rng, some_masked() if masked else None,
+            return_sequences=return_sequences, activation=activation)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(recurrent_dropout=0.3),
+        dict(dropout=0.3, recurrent_dropout=0.3, return_sequences=True),
+        dict(go_backwards=True),
+        dict(return_state=True),
+        dict(return_state=True, return_sequences=True, recurrent_dropout=0.3),
+    ],
+    ids=["recurrent_dropout", "both_dropouts", "go_backwards", "state",
+         "state_sequences_dropout"],
+)
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_gradient_matches_autodiff_with(rng, kwargs, masked):
+    compare(rng, some_masked() if masked else None, **kwargs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_gradient_reaches_the_initial_state(rng, masked):
+    compare(rng, some_masked() if masked else None, initial_state=True,
+            return_state=True)
+
+
+def test_the_default_layer_trains_through_the_fused_recurrence():
+    assert pybnlstm.BNLSTM(4)._fused()
+    for kwargs in (dict(activation="softsign"),
+                   dict(recurrent_activation="hard_sigmoid"),
+                   dict(synchronized=True),
+                   dict(dtype="mixed_float16")):
+        assert not pybnlstm.BNLSTM(4, **kwargs)._fused(), kwargs

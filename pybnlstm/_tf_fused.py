@@ -1,0 +1,259 @@
+"""The training-mode recurrence over a whole sequence as two XLA-compiled
+loops, forward and backward, for TensorFlow: sigmoid gates, tanh
+activation, float32.
+
+TensorFlow's executor pays a fixed cost per op, and a batch-normalized step
+has about twice the ops of a plain LSTM's: on a CPU that, not the matrix
+products, is what it cost over the LSTM. XLA fuses a step's element-wise
+ops into a few kernels, but it cannot differentiate a loop without
+stacking and copying what each step saved. So the forward loop saves
+exactly what the backward pass reads, and the backward loop is the LSTM's
+and the normalizations' gradient written out; each loop is compiled whole.
+Keras restricts its cuDNN kernel to the default activations likewise.
+"""
+
+import functools
+
+import tensorflow as tf
+
+from pybnlstm.cell import batch_moments
+
+# What a forward step saves for the backward one, besides h and c.
+_SAVED = ("i", "f", "g", "o", "n_h", "n_c", "tc", "inv_h", "inv_c")
+
+
+def _moments_and_normalized(v, weights, epsilon):
+    mean, variance, centred = batch_moments(v, weights)
+    inv = tf.math.rsqrt(variance + epsilon)
+    return mean, variance, inv, centred * inv
+
+
+def _normalization_backward(dy, normalized, gamma, inv, weights, count):
+    """The gradient of `gamma * normalized + beta` with respect to the input
+    that was normalized, through its batch moments; and the batch sums
+    `sum dy` and `sum dy * normalized`, of which the gradients of the shift
+    and of gamma are made.
+
+    Every row's output depends on the moments; only weighted rows enter
+    them: with `w` a row's weight and `n` the weighted count,
+    `dv = gamma inv (dy - w (sum dy + normalized sum dy normalized) / n)`.
+    """
+    total = tf.reduce_sum(dy, axis=0)
+    projected = tf.reduce_sum(dy * normalized, axis=0)
+    through_moments = (total + normalized * projected) / count
+    if weights is not None:
+        through_moments = through_moments * weights
+    return gamma * inv * (dy - through_moments), total, projected
+
+
+def _unstacked(tensor):
+    return tf.TensorArray(
+        tensor.dtype, size=tf.shape(tensor)[0], clear_after_read=False
+    ).unstack(tensor)
+
+
+@functools.lru_cache(maxsize=None)
+def training_recurrence(units, epsilon, return_sequences, masked, dropped):
+    """The fused recurrence, compiled once per shape of its inputs.
+
+    Args:
+        units: the cell's units.
+        epsilon: the normalizations' epsilon.
+        return_sequences: whether `h` of every step is returned.
+        masked: whether a mask is given.
+        dropped: whether a recurrent dropout mask is given.
+
+    Returns:
+        `run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
+        beta_c, weights, recurrent_mask) -> (outputs, h, c, moments)`:
+        `x` is time-major `(timesteps, batch, features)`; `norm` the
+        `(timesteps, 8 units)` packing of `BNLSTMCell.batch_normalization`
+        (`x_scale`, then `shift`); `weights` the time-major
+        `(timesteps, batch, 1)` 0/1 mask, or `None`; `recurrent_mask` the
+        `(batch, units)` recurrent dropout mask, or `None`. `outputs` is the
+        time-major `h` of every step with `return_sequences`, else `None`;
+        `moments` the per-step `[mean_h, var_h, mean_c, var_c]`, without a
+        gradient. The gradient flows to every input but the two masks.
+    """
+    width = 4 * units
+
+    @tf.function(jit_compile=True)
+    def forward(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
+                beta_c, weights, recurrent_mask):
+        length = tf.shape(x)[0]
+        xs, norms = _unstacked(x), _unstacked(norm)
+        ws = _unstacked(weights) if masked else None
+
+        def body(t, h_prev, c_prev, saved):
+            x_scale, shift = tf.split(norms.read(t), 2)
+            w = ws.read(t) if masked else None
+            hp = h_prev * recurrent_mask if dropped else h_prev
+            mean_h, var_h, inv_h, n_h = _moments_and_normalized(
+                tf.matmul(hp, recurrent_kernel), w, epsilon
+            )
+            z = tf.matmul(xs.read(t), kernel * x_scale) + n_h * gamma_h + shift
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            i, f, o = tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)
+            g = tf.tanh(g)
+            c = f * c_prev + i * g
+            mean_c, var_c, inv_c, n_c = _moments_and_normalized(c, w, epsilon)
+            tc = tf.tanh(n_c * gamma_c + beta_c)
+            h = o * tc
+            if masked:
+                keep = w > 0
+                h = tf.where(keep, h, h_prev)
+                c = tf.where(keep, c, c_prev)
+            values = dict(
+                h=h, c=c, i=i, f=f, g=g, o=o, n_h=n_h, n_c=n_c, tc=tc,
+                inv_h=inv_h, inv_c=inv_c,
+                moments=tf.concat([mean_h, var_h, mean_c, var_c], 0),
+            )
+            # h and c go one row down: step t reads h_{t-1} and c_{t-1} at t.
+            saved = {
+                k: a.write(t + 1 if k in ("h", "c") else t, values[k])
+                for k, a in saved.items()
+            }
+            return t + 1, h, c, saved
+
+        saved = {
+            k: tf.TensorArray(tf.float32, size=length)
+            for k in _SAVED + ("moments",)
+        }
+        for k, initial in (("h", h0), ("c", c0)):
+            saved[k] = tf.TensorArray(tf.float32, size=length + 1).write(
+                0, initial
+            )
+        _, h, c, saved = tf.while_loop(
+            lambda t, *_: t < length,
+            body,
+            (tf.constant(0), h0, c0, saved),
+            maximum_iterations=length,
+        )
+        return h, c, {k: a.stack() for k, a in saved.items()}
+
+    @tf.function(jit_compile=True)
+    def backward(x, norm, saved, kernel, recurrent_kernel, gamma_h, gamma_c,
+                 weights, recurrent_mask, d_outputs, dh, dc):
+        length = tf.shape(x)[0]
+        count = tf.cast(tf.shape(x)[1], tf.float32)
+        xs, norms = _unstacked(x), _unstacked(norm)
+        ws = _unstacked(weights) if masked else None
+        dys = _unstacked(d_outputs) if return_sequences else None
+        saved = {k: _unstacked(v) for k, v in saved.items()}
+
+        def body(k, dh, dc, d_kernel, d_recurrent, dxs, sums):
+            t = length - 1 - k
+            if return_sequences:
+                dh = dh + dys.read(t)
+            x_t = xs.read(t)
+            x_scale, _ = tf.split(norms.read(t), 2)
+            h_prev, c_prev = saved["h"].read(t), saved["c"].read(t)
+            i, f, g, o, n_h, n_c, tc, inv_h, inv_c = (
+                saved[key].read(t) for key in _SAVED
+            )
+            w, n = None, count
+            dh_new, dc_new = dh, dc
+            if masked:
+                w = ws.read(t)
+                n = tf.maximum(tf.reduce_sum(w), 1.0)
+                dh_new, dc_new = dh * w, dc * w
+            d_c_hat = dh_new * o * (1.0 - tc * tc)
+            d_c, sum_c, proj_c = _normalization_backward(
+                d_c_hat, n_c, gamma_c, inv_c, w, n
+            )
+            d_c = d_c + dc_new
+            dz = tf.concat([
+                d_c * g * i * (1.0 - i),
+                d_c * c_prev * f * (1.0 - f),
+                d_c * i * (1.0 - g * g),
+                dh_new * tc * o * (1.0 - o),
+            ], -1)
+            d_hu, sum_z, proj_z = _normalization_backward(
+                dz, n_h, gamma_h, inv_h, w, n
+            )
+            d_h_prev = tf.matmul(d_hu, recurrent_kernel, transpose_b=True)
+            hp = h_prev
+            if dropped:
+                hp = h_prev * recurrent_mask
+                d_h_prev = d_h_prev * recurrent_mask
+            d_c_prev = d_c * f
+            if masked:
+                d_h_prev = d_h_prev + dh * (1.0 - w)
+                d_c_prev = d_c_prev + dc * (1.0 - w)
+            x_grad = tf.matmul(x_t, dz, transpose_a=True)
+            dxs = dxs.write(
+                t, tf.matmul(dz, kernel * x_scale, transpose_b=True)
+            )
+            sums = sums.write(t, tf.concat(
+                [tf.reduce_sum(x_grad * kernel, 0), sum_z, proj_z, sum_c,
+                 proj_c], 0,
+            ))
+            d_kernel = d_kernel + x_grad * x_scale
+            d_recurrent = d_recurrent + tf.matmul(hp, d_hu, transpose_a=True)
+            return k + 1, d_h_prev, d_c_prev, d_kernel, d_recurrent, dxs, sums
+
+        _, dh0, dc0, d_kernel, d_recurrent, dxs, sums = tf.while_loop(
+            lambda k, *_: k < length,
+            body,
+            (
+                tf.constant(0), dh, dc, tf.zeros_like(kernel),
+                tf.zeros_like(recurrent_kernel),
+                tf.TensorArray(x.dtype, size=length),
+                tf.TensorArray(tf.float32, size=length),
+            ),
+            maximum_iterations=length,
+        )
+        d_scale, d_shift, proj_z, sum_c, proj_c = tf.split(
+            sums.stack(), [width, width, width, units, units], -1
+        )
+        return (
+            dxs.stack(),
+            tf.concat([d_scale, d_shift], -1),
+            dh0,
+            dc0,
+            d_kernel,
+            d_recurrent,
+            tf.reduce_sum(proj_z, 0),
+            tf.reduce_sum(proj_c, 0),
+            tf.reduce_sum(sum_c, 0),
+        )
+
+    def run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
+            beta_c, weights, recurrent_mask):
+        masks = (weights, recurrent_mask)
+
+        @tf.custom_gradient
+        def fused(*args):
+            # Unwatched copies: a tape that watched a compiled function's
+            # inputs would ask it for its intermediates.
+            args = [tf.stop_gradient(a) for a in args]
+            h, c, saved = forward(*args, *masks)
+            results = (h, c, saved["moments"])
+            if return_sequences:
+                results = (saved["h"][1:],) + results
+
+            def grad(*upstream, variables=None):
+                del variables
+                d_outputs = upstream[0] if return_sequences else None
+                dh, dc = upstream[-3:-1]
+                dh = tf.zeros_like(h) if dh is None else dh
+                dc = tf.zeros_like(c) if dc is None else dc
+                x, norm, _, _, kernel, recurrent_kernel, gamma_h, gamma_c = (
+                    args[:8]
+                )
+                upstream = [
+                    None if a is None else tf.stop_gradient(a)
+                    for a in (d_outputs, dh, dc)
+                ]
+                return backward(
+                    x, norm, saved, kernel, recurrent_kernel, gamma_h,
+                    gamma_c, *masks, *upstream,
+                )
+
+            return results, grad
+
+        results = fused(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h,
+                        gamma_c, beta_c)
+        return tuple(results) if return_sequences else (None, *results)
+
+    return run
