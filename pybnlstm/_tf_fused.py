@@ -18,8 +18,11 @@ import tensorflow as tf
 
 from pybnlstm.cell import batch_moments
 
-# What a forward step saves for the backward one, besides h and c.
-_SAVED = ("i", "f", "g", "o", "n_h", "n_c", "tc", "inv_h", "inv_c")
+# What a forward step saves for the backward one, besides h and c. The
+# gates and the cell's normalization are recomputed from these: that costs
+# an input projection per step, which is small next to the recurrent one,
+# and halves what the whole sequence holds in memory.
+_SAVED = ("n_h", "inv_h", "inv_c", "moments")
 
 
 def _moments_and_normalized(v, weights, epsilon):
@@ -44,12 +47,6 @@ def _normalization_backward(dy, normalized, gamma, inv, weights, count):
     if weights is not None:
         through_moments = through_moments * weights
     return gamma * inv * (dy - through_moments), total, projected
-
-
-def _unstacked(tensor):
-    return tf.TensorArray(
-        tensor.dtype, size=tf.shape(tensor)[0], clear_after_read=False
-    ).unstack(tensor)
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,17 +78,15 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
     def forward(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
                 beta_c, weights, recurrent_mask):
         length = tf.shape(x)[0]
-        xs, norms = _unstacked(x), _unstacked(norm)
-        ws = _unstacked(weights) if masked else None
 
         def body(t, h_prev, c_prev, saved):
-            x_scale, shift = tf.split(norms.read(t), 2)
-            w = ws.read(t) if masked else None
+            x_scale, shift = tf.split(norm[t], 2)
+            w = weights[t] if masked else None
             hp = h_prev * recurrent_mask if dropped else h_prev
             mean_h, var_h, inv_h, n_h = _moments_and_normalized(
                 tf.matmul(hp, recurrent_kernel), w, epsilon
             )
-            z = tf.matmul(xs.read(t), kernel * x_scale) + n_h * gamma_h + shift
+            z = tf.matmul(x[t], kernel * x_scale) + n_h * gamma_h + shift
             i, f, g, o = tf.split(z, 4, axis=-1)
             i, f, o = tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)
             g = tf.tanh(g)
@@ -104,8 +99,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
                 h = tf.where(keep, h, h_prev)
                 c = tf.where(keep, c, c_prev)
             values = dict(
-                h=h, c=c, i=i, f=f, g=g, o=o, n_h=n_h, n_c=n_c, tc=tc,
-                inv_h=inv_h, inv_c=inv_c,
+                h=h, c=c, n_h=n_h, inv_h=inv_h, inv_c=inv_c,
                 moments=tf.concat([mean_h, var_h, mean_c, var_c], 0),
             )
             # h and c go one row down: step t reads h_{t-1} and c_{t-1} at t.
@@ -115,10 +109,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             }
             return t + 1, h, c, saved
 
-        saved = {
-            k: tf.TensorArray(tf.float32, size=length)
-            for k in _SAVED + ("moments",)
-        }
+        saved = {k: tf.TensorArray(tf.float32, size=length) for k in _SAVED}
         for k, initial in (("h", h0), ("c", c0)):
             saved[k] = tf.TensorArray(tf.float32, size=length + 1).write(
                 0, initial
@@ -133,28 +124,29 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
 
     @tf.function(jit_compile=True)
     def backward(x, norm, saved, kernel, recurrent_kernel, gamma_h, gamma_c,
-                 weights, recurrent_mask, d_outputs, dh, dc):
+                 beta_c, weights, recurrent_mask, d_outputs, dh, dc):
         length = tf.shape(x)[0]
         count = tf.cast(tf.shape(x)[1], tf.float32)
-        xs, norms = _unstacked(x), _unstacked(norm)
-        ws = _unstacked(weights) if masked else None
-        dys = _unstacked(d_outputs) if return_sequences else None
-        saved = {k: _unstacked(v) for k, v in saved.items()}
 
         def body(k, dh, dc, d_kernel, d_recurrent, dxs, sums):
             t = length - 1 - k
             if return_sequences:
-                dh = dh + dys.read(t)
-            x_t = xs.read(t)
-            x_scale, _ = tf.split(norms.read(t), 2)
-            h_prev, c_prev = saved["h"].read(t), saved["c"].read(t)
-            i, f, g, o, n_h, n_c, tc, inv_h, inv_c = (
-                saved[key].read(t) for key in _SAVED
-            )
+                dh = dh + d_outputs[t]
+            x_t = x[t]
+            x_scale, shift = tf.split(norm[t], 2)
+            h_prev, c_prev = saved["h"][t], saved["c"][t]
+            n_h, inv_h, inv_c = (saved[key][t] for key in _SAVED[:3])
+            mean_c = saved["moments"][t][2 * width:2 * width + units]
+            z = tf.matmul(x_t, kernel * x_scale) + n_h * gamma_h + shift
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            i, f, o = tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)
+            g = tf.tanh(g)
+            n_c = (f * c_prev + i * g - mean_c) * inv_c
+            tc = tf.tanh(n_c * gamma_c + beta_c)
             w, n = None, count
             dh_new, dc_new = dh, dc
             if masked:
-                w = ws.read(t)
+                w = weights[t]
                 n = tf.maximum(tf.reduce_sum(w), 1.0)
                 dh_new, dc_new = dh * w, dc * w
             d_c_hat = dh_new * o * (1.0 - tc * tc)
@@ -238,16 +230,14 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
                 dh, dc = upstream[-3:-1]
                 dh = tf.zeros_like(h) if dh is None else dh
                 dc = tf.zeros_like(c) if dc is None else dc
-                x, norm, _, _, kernel, recurrent_kernel, gamma_h, gamma_c = (
-                    args[:8]
-                )
+                x, norm, _, _, kernel, recurrent_kernel = args[:6]
                 upstream = [
                     None if a is None else tf.stop_gradient(a)
                     for a in (d_outputs, dh, dc)
                 ]
                 return backward(
-                    x, norm, saved, kernel, recurrent_kernel, gamma_h,
-                    gamma_c, *masks, *upstream,
+                    x, norm, saved, kernel, recurrent_kernel, *args[6:],
+                    *masks, *upstream,
                 )
 
             return results, grad
