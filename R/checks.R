@@ -54,6 +54,16 @@ check_flag <- function(value, name) {
   value
 }
 
+check_auto_flag <- function(value, name) {
+  if (identical(value, "auto")) {
+    return(value)
+  }
+  if (!is.logical(value) || length(value) != 1 || is.na(value)) {
+    stop_argument(name, "\"auto\", TRUE or FALSE", value)
+  }
+  value
+}
+
 check_string <- function(value, name) {
   if (!is.character(value) || length(value) != 1 || is.na(value) ||
       !nzchar(value)) {

@@ -67,6 +67,13 @@
 #' @param stateful Carry the last states (and the time-step index) of each
 #'   batch over to the next batch. Default: `FALSE`.
 #' @param unroll Unroll the recurrence. Default: `FALSE`.
+#' @param use_xla `"auto"`, `TRUE` or `FALSE`, as `use_cudnn` of
+#'   `layer_lstm()`: whether training runs the recurrence as XLA-compiled
+#'   loops. `"auto"` uses them where they apply (TensorFlow backend,
+#'   default activations, float32, `synchronized = FALSE`, not unrolled);
+#'   `TRUE` is an error where they do not; `FALSE` runs the step-by-step
+#'   loop, which compiles nothing and holds less memory in a short
+#'   session. Default: `"auto"`.
 #' @param input_shape Shape of one input sample, `c(timesteps, features)`,
 #'   `NA` for an unknown dimension; for a first layer.
 #' @param batch_size Fixed batch size (stateful models); needs
@@ -111,7 +118,7 @@ layer_bn_lstm <- function(object, units, activation = "tanh",
                           return_sequences = FALSE,
                           return_state = FALSE, go_backwards = FALSE,
                           stateful = FALSE, unroll = FALSE,
-                          input_shape = NULL, batch_size = NULL,
+                          use_xla = "auto", input_shape = NULL, batch_size = NULL,
                           name = NULL, ...) {
   if (missing(units)) {
     stop_argument("units", "a positive whole number", NULL)
@@ -136,7 +143,8 @@ bn_lstm_arguments <- function(args) {
     input_shape = check_shape,
     batch_size = check_count,
     name = check_string,
-    gamma_initializer = function(v, n) check_spec(v, n, number_ok = TRUE)
+    gamma_initializer = function(v, n) check_spec(v, n, number_ok = TRUE),
+    use_xla = check_auto_flag
   )
   flags <- c("use_bias", "unit_forget_bias", "synchronized",
              "return_sequences", "return_state", "go_backwards",

@@ -42,10 +42,11 @@ class BNLSTM(keras.layers.RNN):
     On TensorFlow, training with the default activations (`tanh`,
     `sigmoid`) in float32 runs the recurrence as two XLA-compiled loops,
     forward and a written-out backward, as Keras' LSTM picks cuDNN for its
-    defaults. XLA compiles once per input shape: the first batch of each
-    shape takes a few seconds longer, and the first compilation in a
-    process sets up XLA's compiler (about 160 MiB). Other activations,
-    mixed precision and `synchronized=True` run a step-by-step loop.
+    defaults (see `use_xla`). XLA compiles once per input shape: the first
+    batch of each shape takes a few seconds longer, and the first
+    compilation in a process sets up XLA's compiler (about 160 MiB). Other
+    activations, mixed precision and `synchronized=True` run a
+    step-by-step loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -119,6 +120,13 @@ class BNLSTM(keras.layers.RNN):
             `reset_state()` resets both.
         unroll: Boolean (default: `False`). If `True`, the network is
             unrolled, else a symbolic loop is used.
+        use_xla: `"auto"` (default), `True` or `False`, as Keras' LSTM's
+            `use_cudnn`: whether training runs the recurrence as the
+            XLA-compiled loops. `"auto"` uses them where they apply
+            (TensorFlow backend, default activations, float32,
+            `synchronized=False`, `unroll=False`); `True` raises an error
+            where they do not; `False` runs the step-by-step loop, which
+            compiles nothing and so holds less memory in a short process.
 
     Call arguments:
         inputs: A 3D tensor, with shape `(batch, timesteps, feature)`.
@@ -179,6 +187,7 @@ class BNLSTM(keras.layers.RNN):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        use_xla="auto",
         **kwargs,
     ):
         cell = BNLSTMCell(
@@ -229,6 +238,18 @@ class BNLSTM(keras.layers.RNN):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.input_spec = keras.InputSpec(ndim=3)
         self._statistics_collector = None
+        if not (use_xla == "auto" or isinstance(use_xla, bool)):
+            raise ValueError(
+                "Received an invalid value for argument `use_xla`, expected "
+                f"'auto', True or False, got {use_xla!r}"
+            )
+        self.use_xla = use_xla
+        if use_xla is True and self._xla_unavailable():
+            raise ValueError(
+                "Received use_xla=True, but the XLA-compiled recurrence "
+                f"needs {self._xla_unavailable()}. Use use_xla='auto' or "
+                "False."
+            )
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -469,17 +490,26 @@ class BNLSTM(keras.layers.RNN):
         return last_output, outputs, final
 
     def _fused(self):
-        """Whether training runs `_tf_fused`'s compiled recurrence: on
-        TensorFlow, for the default activations in float32, without
-        synchronized statistics (they need the step-by-step loop)."""
+        """Whether training runs `_tf_fused`'s compiled recurrence."""
+        return self.use_xla is not False and not self._xla_unavailable()
+
+    def _xla_unavailable(self):
+        """What the compiled recurrence needs that this layer lacks, in
+        words, or `None`. Synchronized statistics need the step-by-step
+        loop, whose all-reduces a compiled loop cannot make."""
         cell = self.cell
-        return (
-            keras.backend.backend() == "tensorflow"
-            and not cell.synchronized
-            and cell.activation is keras.activations.tanh
-            and cell.recurrent_activation is keras.activations.sigmoid
-            and self.compute_dtype == "float32"
-        )
+        needs = {
+            "the TensorFlow backend": keras.backend.backend() == "tensorflow",
+            "activation='tanh'": cell.activation is keras.activations.tanh,
+            "recurrent_activation='sigmoid'": (
+                cell.recurrent_activation is keras.activations.sigmoid
+            ),
+            "float32 computation": self.compute_dtype == "float32",
+            "synchronized=False": not cell.synchronized,
+            "unroll=False": not self.unroll,
+        }
+        missing = [need for need, met in needs.items() if not met]
+        return ", ".join(missing) if missing else None
 
     def _fused_recurrence(self, xs, initial_state, recurrent_mask):
         cell = self.cell
@@ -518,6 +548,7 @@ class BNLSTM(keras.layers.RNN):
                 "dropout": self.dropout,
                 "recurrent_dropout": self.recurrent_dropout,
                 "seed": self.seed,
+                "use_xla": self.use_xla,
                 "activity_regularizer": keras.saving.serialize_keras_object(
                     self.activity_regularizer
                 ),

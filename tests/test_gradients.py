@@ -5,8 +5,9 @@ TensorFlow's autodiff of the same forward pass.
 the generic step loop and lets autodiff differentiate it, batch moments
 included. The default layer runs, on TensorFlow, the fused recurrence of
 `pybnlstm._tf_fused` (its backward pass written out whole); with a custom
-activation it runs the generic loop with the normalizations' gradient
-written out in `pybnlstm.cell.batch_normalizer`. Both are checked here.
+activation, or `use_xla=False`, it runs the generic loop with the
+normalizations' gradient written out in `pybnlstm.cell.batch_normalizer`.
+Both are checked here.
 """
 
 import keras
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import pybnlstm
+from pybnlstm import _tf_fused
 from conftest import assert_close, randomize
 
 pytestmark = pytest.mark.skipif(
@@ -42,7 +44,10 @@ def gradients(layer, x, mask, directions, initial_state=None):
     return dict(zip(names, grads))
 
 
-def compare(rng, mask=None, initial_state=False, **kwargs):
+def compare(rng, mask=None, initial_state=False,
+            reference=(("synchronized", True),), **kwargs):
+    """The default layer's gradients against those of the layer with the
+    `reference` arguments: by default `synchronized=True`, autodiff."""
     batch, steps, units = 7, 5, 4
     x = rng.normal(size=(batch, steps, 3)).astype("float32")
     states = None
@@ -50,9 +55,9 @@ def compare(rng, mask=None, initial_state=False, **kwargs):
         states = [rng.normal(size=(batch, units)).astype("float32")
                   for _ in range(2)]
     grads = {}
-    for synchronized in (False, True):
-        layer = pybnlstm.BNLSTM(units, synchronized=synchronized, seed=5,
-                                **kwargs)
+    for is_reference in (False, True):
+        arguments = dict(reference) if is_reference else {}
+        layer = pybnlstm.BNLSTM(units, seed=5, **arguments, **kwargs)
         layer.build((batch, steps, 3))
         randomize(layer, seed=3)
         shapes = layer.compute_output_shape((batch, steps, 3))
@@ -61,7 +66,7 @@ def compare(rng, mask=None, initial_state=False, **kwargs):
             np.random.default_rng(7 + i).normal(size=s).astype("float32")
             for i, s in enumerate(shapes)
         ]
-        grads[synchronized] = gradients(layer, x, mask, directions, states)
+        grads[is_reference] = gradients(layer, x, mask, directions, states)
     assert grads[False].keys() == grads[True].keys()
     for name, autodiff in grads[True].items():
         assert autodiff is not None, name
@@ -110,10 +115,44 @@ def test_written_out_gradient_reaches_the_initial_state(rng, masked):
             return_state=True)
 
 
-def test_the_default_layer_trains_through_the_fused_recurrence():
-    assert pybnlstm.BNLSTM(4)._fused()
-    for kwargs in (dict(activation="softsign"),
+def test_use_xla_picks_the_recurrence(monkeypatch, rng):
+    compiled = _tf_fused.training_recurrence
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return compiled(*args)
+
+    monkeypatch.setattr(_tf_fused, "training_recurrence", spy)
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+
+    def trains_compiled(**kwargs):
+        calls.clear()
+        pybnlstm.BNLSTM(4, **kwargs)(x, training=True)
+        return bool(calls)
+
+    assert trains_compiled()
+    assert trains_compiled(use_xla=True)
+    for kwargs in (dict(use_xla=False),
+                   dict(activation="softsign"),
                    dict(recurrent_activation="hard_sigmoid"),
                    dict(synchronized=True),
+                   dict(unroll=True),
                    dict(dtype="mixed_float16")):
-        assert not pybnlstm.BNLSTM(4, **kwargs)._fused(), kwargs
+        assert not trains_compiled(**kwargs), kwargs
+
+
+def test_use_xla_false_gives_the_compiled_recurrences_gradients(rng):
+    compare(rng, mask=some_masked(), reference=dict(use_xla=False),
+            recurrent_dropout=0.3)
+
+
+def test_use_xla_is_checked():
+    with pytest.raises(ValueError, match="`use_xla`.*'auto', True or False"):
+        pybnlstm.BNLSTM(4, use_xla="yes")
+    with pytest.raises(ValueError, match="`use_xla`"):
+        pybnlstm.BNLSTM(4, use_xla=1)
+    with pytest.raises(ValueError, match="use_xla=True.*needs activation='tanh'"):
+        pybnlstm.BNLSTM(4, use_xla=True, activation="relu")
+    with pytest.raises(ValueError, match="use_xla=True.*synchronized=False"):
+        pybnlstm.BNLSTM(4, use_xla=True, synchronized=True)

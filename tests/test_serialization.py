@@ -34,6 +34,7 @@ NON_DEFAULT = dict(
     return_state=True,
     go_backwards=True,
     unroll=True,
+    use_xla=False,
 )
 
 
@@ -52,7 +53,8 @@ def test_layer_config_round_trip():
     assert json.loads(json.dumps(config)) == config
     for key in ("units", "dropout", "recurrent_dropout", "seed",
                 "max_timesteps", "momentum", "epsilon", "go_backwards",
-                "unroll", "return_state", "use_bias", "unit_forget_bias"):
+                "unroll", "return_state", "use_bias", "unit_forget_bias",
+                "use_xla"):
         assert getattr(clone, key) == NON_DEFAULT[key], key
     assert clone.activation is keras.activations.relu
     assert_close(

@@ -16,6 +16,9 @@ test_that("bad arguments fail in R, naming the argument", {
                "`return_sequences`.*TRUE or FALSE")
   expect_error(layer_bn_lstm(units = 4, synchronized = NA),
                "`synchronized`.*TRUE or FALSE")
+  expect_error(layer_bn_lstm(units = 4, use_xla = "yes"),
+               "`use_xla`.*\"auto\", TRUE or FALSE")
+  expect_error(layer_bn_lstm(units = 4, use_xla = NA), "`use_xla`")
   expect_error(layer_bn_lstm(units = 4, input_shape = c(0, 3)),
                "`input_shape`")
   expect_error(layer_bn_lstm(units = 4, input_shape = "10"), "`input_shape`")
@@ -59,6 +62,8 @@ test_that("only the given arguments are passed, numbers become integers", {
   expect_identical(config$momentum, 0.5) # the Python default
   expect_equal(config$gamma_initializer$config$value, 1)
   expect_true(layer_bn_lstm(units = 4, synchronized = TRUE)$synchronized)
+  expect_false(layer_bn_lstm(units = 4, use_xla = FALSE)$use_xla)
+  expect_identical(layer_bn_lstm(units = 4)$use_xla, "auto")
 })
 
 test_that("input_shape becomes a tuple, NA meaning unknown", {
