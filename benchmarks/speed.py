@@ -1,9 +1,12 @@
 """BNLSTM against keras.layers.LSTM: training step, inference and memory.
 
 For each shape of a grid (batch, timesteps, units, input features), builds
-the same model twice, `Input -> recurrent layer -> Dense(1)`, once with
-each layer, and measures in one process, alternating the two so that drift
-in the machine's speed hits both alike:
+the same model, `Input -> recurrent layer -> Dense(1)`, with
+`keras.layers.LSTM`, with `BNLSTM` and with `BNLSTM(use_xla=False)`
+("loop": its training recurrence step by step rather than XLA-compiled;
+its inference is the same as `BNLSTM`'s, so it is timed in training
+only), and measures in one process, alternating the models so that drift
+in the machine's speed hits all alike:
 
 - training: the median time of one training step, over `--repeats`
   passes of `--steps` batches, after a warm-up epoch that compiles; each
@@ -15,9 +18,10 @@ in the machine's speed hits both alike:
   process rises at its peak, above what the imports and the data took,
   while it builds, compiles and trains the model (one process per layer
   and shape; Linux); and the same in a process that first trained the
-  same layer on a tiny shape ("warm"), which leaves out what the runtime
-  sets up once per process, such as XLA's compiler (about 160 MiB, the
-  same for `keras.layers.LSTM` under `jit_compile=True`).
+  same layer on a tiny shape ("warm", LSTM and BNLSTM), which leaves out
+  what the runtime sets up once per process, such as XLA's compiler
+  (about 160 MiB, the same for `keras.layers.LSTM` under
+  `jit_compile=True`).
 
 Prints a table of medians and BNLSTM / LSTM ratios, and the median ratio
 over the grid; writes it as CSV and JSON with --csv / --json.
@@ -42,7 +46,12 @@ GRID = {
     "units": (64, 256),
     "features": (3, 32),
 }
-LAYERS = ("LSTM", "BNLSTM")
+# Model name: (layer, its arguments besides units).
+LAYERS = {
+    "LSTM": ("LSTM", {}),
+    "BNLSTM": ("BNLSTM", {}),
+    "loop": ("BNLSTM", {"use_xla": False}),
+}
 
 
 def parse_args(argv=None):
@@ -72,11 +81,12 @@ def build(layer, shape, jit):
 
     from pybnlstm import BNLSTM
 
-    recurrent = BNLSTM if layer == "BNLSTM" else keras.layers.LSTM
+    name, arguments = LAYERS[layer]
+    recurrent = BNLSTM if name == "BNLSTM" else keras.layers.LSTM
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((shape["timesteps"], shape["features"])),
-        recurrent(shape["units"]),
+        recurrent(shape["units"], **arguments),
         keras.layers.Dense(1),
     ])
     model.compile(optimizer="adam", loss="mse", jit_compile=jit)
@@ -93,9 +103,10 @@ def data(shape, steps):
 
 
 def time_shape(shape, args):
-    """Median seconds per training step and per inference batch.
+    """Median seconds per training step and per inference batch, by model
+    (`LAYERS`; inference for LSTM and BNLSTM only).
 
-    Times single steps, alternating the two layers batch by batch: this
+    Times single steps, alternating the models batch by batch: this
     machine's speed changes in slices, and a whole epoch of one layer could
     fall into a slow slice that the other escapes; a `fit()` or `predict()`
     call also adds a fixed cost per call that would dilute the ratio.
@@ -108,7 +119,7 @@ def time_shape(shape, args):
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         model.predict(x, batch_size=batch, verbose=0)
     train = {layer: [] for layer in LAYERS}
-    infer = {layer: [] for layer in LAYERS}
+    infer = {layer: [] for layer in ("LSTM", "BNLSTM")}
     for _ in range(args.repeats):
         for start in range(0, len(x), batch):
             xb, yb = x[start:start + batch], y[start:start + batch]
@@ -116,6 +127,8 @@ def time_shape(shape, args):
                 started = time.perf_counter()
                 model.train_on_batch(xb, yb)
                 train[layer].append(time.perf_counter() - started)
+                if layer not in infer:
+                    continue
                 started = time.perf_counter()
                 model.predict_on_batch(xb)
                 infer[layer].append(time.perf_counter() - started)
@@ -187,12 +200,14 @@ def main():
     grid = shapes(args.quick)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, "
           f"jit_compile={args.jit}; {args.repeats} passes of {args.steps} batches, "
-          "each batch timed alone, layers alternating")
+          "each batch timed alone, models alternating; ratios to LSTM; "
+          "loop: BNLSTM(use_xla=False)")
     header = (f"{'batch':>5} {'steps':>5} {'units':>5} {'feat':>4} | "
-              f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5} | "
+              f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5} {'fit loop':>9} {'ratio':>5} | "
               f"{'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
     if args.memory:
-        header += f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5}"
+        header += (f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5} "
+                   f"{'MiB loop':>8} {'ratio':>5}")
         header += f" | {'warm LSTM':>9} {'warm BN':>8} {'ratio':>5}"
     print(header, flush=True)
     for shape in grid:
@@ -201,23 +216,29 @@ def main():
         row.update(
             fit_lstm_ms=1e3 * train["LSTM"], fit_bnlstm_ms=1e3 * train["BNLSTM"],
             fit_ratio=train["BNLSTM"] / train["LSTM"],
+            fit_loop_ms=1e3 * train["loop"], fit_loop_ratio=train["loop"] / train["LSTM"],
             predict_lstm_ms=1e3 * infer["LSTM"], predict_bnlstm_ms=1e3 * infer["BNLSTM"],
             predict_ratio=infer["BNLSTM"] / infer["LSTM"],
         )
         line = (f"{shape['batch']:>5} {shape['timesteps']:>5} {shape['units']:>5} "
                 f"{shape['features']:>4} | {row['fit_lstm_ms']:>7.1f}ms "
-                f"{row['fit_bnlstm_ms']:>7.1f}ms {row['fit_ratio']:>5.2f} | "
+                f"{row['fit_bnlstm_ms']:>7.1f}ms {row['fit_ratio']:>5.2f} "
+                f"{row['fit_loop_ms']:>7.1f}ms {row['fit_loop_ratio']:>5.2f} | "
                 f"{row['predict_lstm_ms']:>7.1f}ms {row['predict_bnlstm_ms']:>7.1f}ms "
                 f"{row['predict_ratio']:>5.2f}")
         if args.memory:
             memory = {layer: peak_memory(shape, layer, args) for layer in LAYERS}
             row.update(memory_lstm_mib=memory["LSTM"], memory_bnlstm_mib=memory["BNLSTM"],
-                       memory_ratio=memory["BNLSTM"] / memory["LSTM"])
-            warm = {layer: peak_memory(shape, layer, args, warm=True) for layer in LAYERS}
+                       memory_ratio=memory["BNLSTM"] / memory["LSTM"],
+                       memory_loop_mib=memory["loop"],
+                       memory_loop_ratio=memory["loop"] / memory["LSTM"])
+            warm = {layer: peak_memory(shape, layer, args, warm=True)
+                    for layer in ("LSTM", "BNLSTM")}
             row.update(warm_memory_lstm_mib=warm["LSTM"], warm_memory_bnlstm_mib=warm["BNLSTM"],
                        warm_memory_ratio=warm["BNLSTM"] / warm["LSTM"])
             line += (f" | {memory['LSTM']:>8.1f} {memory['BNLSTM']:>8.1f} "
-                     f"{row['memory_ratio']:>5.2f} | {warm['LSTM']:>9.1f} "
+                     f"{row['memory_ratio']:>5.2f} {memory['loop']:>8.1f} "
+                     f"{row['memory_loop_ratio']:>5.2f} | {warm['LSTM']:>9.1f} "
                      f"{warm['BNLSTM']:>8.1f} {row['warm_memory_ratio']:>5.2f}")
         print(line, flush=True)
         rows.append(row)

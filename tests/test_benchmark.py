@@ -25,6 +25,12 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     for key in ("fit", "predict"):
         assert row[f"{key}_lstm_ms"] > 0 and row[f"{key}_bnlstm_ms"] > 0
         assert row[f"{key}_ratio"] == pytest.approx(row[f"{key}_bnlstm_ms"] / row[f"{key}_lstm_ms"])
+    assert row["fit_loop_ratio"] == pytest.approx(row["fit_loop_ms"] / row["fit_lstm_ms"])
     for key in ("memory", "warm_memory"):
-        assert row[f"{key}_lstm_mib"] >= 0 and f"{key}_ratio" in report["median_ratios"]
+        assert row[f"{key}_lstm_mib"] >= 0 and row[f"{key}_bnlstm_mib"] >= 0
+    assert row["memory_loop_ratio"] == pytest.approx(
+        row["memory_loop_mib"] / row["memory_lstm_mib"])
+    assert set(report["median_ratios"]) == {
+        f"{key}_ratio" for key in
+        ("fit", "fit_loop", "predict", "memory", "memory_loop", "warm_memory")}
     assert csv.read_text().splitlines()[0].startswith("batch,timesteps,units,features")
