@@ -20,7 +20,7 @@ in the machine's speed hits all alike:
   and shape; Linux); and the same in a process that first trained the
   same layer on a tiny shape ("warm", LSTM and BNLSTM), which leaves out
   what the runtime sets up once per process, such as XLA's compiler
-  (about 160 MiB, the same for `keras.layers.LSTM` under
+  (about 150 MiB, the same for `keras.layers.LSTM` under
   `jit_compile=True`).
 
 Prints a table of medians and BNLSTM / LSTM ratios, and the median ratio

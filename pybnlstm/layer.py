@@ -44,7 +44,7 @@ class BNLSTM(keras.layers.RNN):
     forward and a written-out backward, as Keras' LSTM picks cuDNN for its
     defaults (see `use_xla`). XLA compiles once per input shape: the first
     batch of each shape takes a few seconds longer, and the first
-    compilation in a process sets up XLA's compiler (about 160 MiB). Other
+    compilation in a process sets up XLA's compiler (about 150 MiB). Other
     activations, mixed precision and `synchronized=True` run a
     step-by-step loop.
 
