@@ -7,8 +7,8 @@ has about twice the ops of a plain LSTM's: on a CPU that, not the matrix
 products, is what it cost over the LSTM. XLA fuses a step's element-wise
 ops into a few kernels, but it cannot differentiate a loop without
 stacking and copying what each step saved. So the forward loop saves
-exactly what the backward pass reads, and the backward loop is the LSTM's
-and the normalizations' gradient written out; each loop is compiled whole.
+what the backward pass needs, and the backward loop is the LSTM's and the
+normalizations' gradient written out; each loop is compiled whole.
 Keras restricts its cuDNN kernel to the default activations likewise.
 """
 
@@ -49,6 +49,14 @@ def _normalization_backward(dy, normalized, gamma, inv, weights, count):
     return gamma * inv * (dy - through_moments), total, projected
 
 
+def _gates(x, kernel, x_scale, n_h, gamma_h, shift):
+    """A step's gates `i, f, g, o`, activated, from its input and its
+    normalized recurrent term."""
+    z = tf.matmul(x, kernel * x_scale) + n_h * gamma_h + shift
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    return tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+
+
 @functools.lru_cache(maxsize=None)
 def training_recurrence(units, epsilon, return_sequences, masked, dropped):
     """The fused recurrence, compiled once per shape of its inputs.
@@ -86,10 +94,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             mean_h, var_h, inv_h, n_h = _moments_and_normalized(
                 tf.matmul(hp, recurrent_kernel), w, epsilon
             )
-            z = tf.matmul(x[t], kernel * x_scale) + n_h * gamma_h + shift
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            i, f, o = tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)
-            g = tf.tanh(g)
+            i, f, g, o = _gates(x[t], kernel, x_scale, n_h, gamma_h, shift)
             c = f * c_prev + i * g
             mean_c, var_c, inv_c, n_c = _moments_and_normalized(c, w, epsilon)
             tc = tf.tanh(n_c * gamma_c + beta_c)
@@ -137,10 +142,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             h_prev, c_prev = saved["h"][t], saved["c"][t]
             n_h, inv_h, inv_c = (saved[key][t] for key in _SAVED[:3])
             mean_c = saved["moments"][t][2 * width:2 * width + units]
-            z = tf.matmul(x_t, kernel * x_scale) + n_h * gamma_h + shift
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            i, f, o = tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)
-            g = tf.tanh(g)
+            i, f, g, o = _gates(x_t, kernel, x_scale, n_h, gamma_h, shift)
             n_c = (f * c_prev + i * g - mean_c) * inv_c
             tc = tf.tanh(n_c * gamma_c + beta_c)
             w, n = None, count
