@@ -244,11 +244,11 @@ class BNLSTM(keras.layers.RNN):
                 f"'auto', True or False, got {use_xla!r}"
             )
         self.use_xla = use_xla
-        if use_xla is True and self._xla_unavailable():
+        unavailable = self._xla_unavailable()
+        if use_xla is True and unavailable:
             raise ValueError(
                 "Received use_xla=True, but the XLA-compiled recurrence "
-                f"needs {self._xla_unavailable()}. Use use_xla='auto' or "
-                "False."
+                f"needs {unavailable}. Use use_xla='auto' or False."
             )
 
     def build(self, sequences_shape, initial_state_shape=None):
