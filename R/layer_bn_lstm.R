@@ -118,8 +118,8 @@ layer_bn_lstm <- function(object, units, activation = "tanh",
                           return_sequences = FALSE,
                           return_state = FALSE, go_backwards = FALSE,
                           stateful = FALSE, unroll = FALSE,
-                          use_xla = "auto", input_shape = NULL, batch_size = NULL,
-                          name = NULL, ...) {
+                          use_xla = "auto", input_shape = NULL,
+                          batch_size = NULL, name = NULL, ...) {
   if (missing(units)) {
     stop_argument("units", "a positive whole number", NULL)
   }

@@ -441,7 +441,8 @@ class BNLSTM(keras.layers.RNN):
                 "loop is unrolled there; received input shape "
                 f"{tuple(sequences.shape)}"
             )
-        if batch_norm and not unroll and self._fused():
+        # _fused() rules out both reasons to unroll.
+        if batch_norm and self._fused():
             final, history = self._fused_recurrence(
                 xs, (h0, c0), recurrent_mask
             )
