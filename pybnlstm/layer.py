@@ -6,7 +6,7 @@ import itertools
 import keras
 from keras import ops
 
-from pybnlstm import _checks, _loop, _replicas, _tf_fused
+from pybnlstm import _checks, _loop, _replicas
 from pybnlstm.cell import BNLSTMCell, projected_moments
 from pybnlstm.statistics import update_population_statistics
 
@@ -513,6 +513,9 @@ class BNLSTM(keras.layers.RNN):
         return ", ".join(missing) if missing else None
 
     def _fused_recurrence(self, xs, initial_state, recurrent_mask):
+        # Imported here: on JAX or PyTorch, TensorFlow need not be installed.
+        from pybnlstm import _tf_fused
+
         cell = self.cell
         weights = xs.get("weights")
         run = _tf_fused.training_recurrence(
