@@ -21,14 +21,21 @@ in the machine's speed hits all alike:
   same layer on a tiny shape ("warm", LSTM and BNLSTM), which leaves out
   what the runtime sets up once per process, such as XLA's compiler
   (about 150 MiB, the same for `keras.layers.LSTM` under
-  `jit_compile=True`).
+  `jit_compile=True`). On a GPU it is the peak of the GPU memory the
+  backend allocated instead, as its allocator counts it.
+
+`--backend` picks Keras' backend. On a GPU, `keras.layers.LSTM` runs
+cuDNN's kernel (all three backends); the "loop" model is left out except
+on TensorFlow, the only backend with a compiled training recurrence.
 
 Prints a table of medians and BNLSTM / LSTM ratios, and the median ratio
 over the grid; writes it as CSV and JSON with --csv / --json.
 
     python benchmarks/speed.py                   # the full grid
     python benchmarks/speed.py --quick           # one small shape
-    python benchmarks/speed.py --jit --memory --csv speed.csv
+    python benchmarks/speed.py --shape 256,200,256,32
+    python benchmarks/speed.py --jit true --memory --csv speed.csv
+    python benchmarks/speed.py --backend jax --memory   # e.g. on a GPU
 """
 
 import argparse
@@ -58,9 +65,17 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one small shape: batch 32, 50 steps, 64 units, 3 features")
+    parser.add_argument("--shape", action="append", type=shape_argument,
+                        metavar="B,T,U,F",
+                        help="time this shape (batch, timesteps, units, features) "
+                             "instead of the grid; may be repeated")
     parser.add_argument("--steps", type=int, default=5, help="batches per timed pass")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes over the batches")
-    parser.add_argument("--jit", action="store_true", help="compile with jit_compile=True (XLA)")
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                        help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
+    parser.add_argument("--jit", choices=("auto", "true", "false"), default="auto",
+                        help="Model.compile's jit_compile (default auto: off for "
+                             "TensorFlow on a CPU and for PyTorch, on for JAX)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory, in a fresh process per run")
     parser.add_argument("--csv", help="write the table here as CSV")
@@ -69,11 +84,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def shapes(quick):
-    if quick:
+def shape_argument(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(GRID) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected four positive integers, batch,timesteps,units,features; got {text!r}")
+    return dict(zip(GRID, values))
+
+
+def shapes(args):
+    if args.shape:
+        return args.shape
+    if args.quick:
         return [dict(batch=32, timesteps=50, units=64, features=3)]
     keys = list(GRID)
     return [dict(zip(keys, values)) for values in itertools.product(*GRID.values())]
+
+
+def models_for(backend):
+    """The models to compare on `backend`: "loop" only where it differs."""
+    return [m for m in LAYERS if m != "loop" or backend == "tensorflow"]
 
 
 def build(layer, shape, jit):
@@ -89,7 +122,8 @@ def build(layer, shape, jit):
         recurrent(shape["units"], **arguments),
         keras.layers.Dense(1),
     ])
-    model.compile(optimizer="adam", loss="mse", jit_compile=jit)
+    model.compile(optimizer="adam", loss="mse",
+                  jit_compile={"auto": "auto", "true": True, "false": False}[jit])
     return model
 
 
@@ -112,13 +146,16 @@ def time_shape(shape, args):
     call also adds a fixed cost per call that would dilute the ratio.
     `train_on_batch` runs the same compiled step as `fit()`.
     """
+    import keras
+
     x, y = data(shape, args.steps)
     batch = shape["batch"]
-    models = {layer: build(layer, shape, args.jit) for layer in LAYERS}
+    models = {layer: build(layer, shape, args.jit)
+              for layer in models_for(keras.backend.backend())}
     for model in models.values():  # warm-up: tracing and compilation
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         model.predict(x, batch_size=batch, verbose=0)
-    train = {layer: [] for layer in LAYERS}
+    train = {layer: [] for layer in models}
     infer = {layer: [] for layer in ("LSTM", "BNLSTM")}
     for _ in range(args.repeats):
         for start in range(0, len(x), batch):
@@ -143,11 +180,52 @@ def resident_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def gpu_memory():
+    """`(reset, peak_mib)` for the backend's GPU allocator, or `None` on a
+    CPU. `reset` starts a new peak and returns what is allocated now;
+    `peak_mib` reads the peak since then."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+
+        def reset():
+            torch.cuda.reset_peak_memory_stats()
+            return torch.cuda.memory_allocated() / 2**20
+
+        return reset, lambda: torch.cuda.max_memory_allocated() / 2**20
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "gpu":
+            return None
+        # JAX's peak cannot be reset: in a fresh process, before the model,
+        # it is what the data took.
+        return (lambda: device.memory_stats()["bytes_in_use"] / 2**20,
+                lambda: device.memory_stats()["peak_bytes_in_use"] / 2**20)
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+
+    def reset():
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
+
+    return reset, lambda: tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
 def child(spec):
-    """Runs in a fresh process: how far resident memory rises, at its peak,
-    above what the imports and the data took, while one model is built and
-    trained. A thread samples it every millisecond (the kernel's own peak,
-    ru_maxrss, is set by the imports)."""
+    """Runs in a fresh process: how far memory rises, at its peak, above
+    what the imports and the data took, while one model is built and
+    trained. On a CPU that is resident memory, which a thread samples
+    every millisecond (the kernel's own peak, ru_maxrss, is set by the
+    imports); on a GPU, the backend allocator's peak."""
     import threading
 
     import keras  # noqa: F401
@@ -160,22 +238,33 @@ def child(spec):
         tiny = dict(batch=2, timesteps=3, units=2, features=shape["features"])
         build(layer, tiny, request["jit"]).fit(*data(tiny, 1), verbose=0)
     x, y = data(shape, request["steps"])
+    gpu = gpu_memory()
+
+    def train():
+        model = build(layer, shape, request["jit"])
+        model.fit(x, y, batch_size=shape["batch"], epochs=2, verbose=0)
+
+    if gpu:
+        reset, peak = gpu
+        before = reset()
+        train()
+        print(json.dumps({"peak_mib": peak() - before}))
+        return
     before = resident_mib()
-    peak = [before]
+    highest = [before]
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], resident_mib())
+            highest[0] = max(highest[0], resident_mib())
             time.sleep(0.001)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    model = build(layer, shape, request["jit"])
-    model.fit(x, y, batch_size=shape["batch"], epochs=2, verbose=0)
+    train()
     done.set()
     sampler.join()
-    print(json.dumps({"peak_mib": peak[0] - before}))
+    print(json.dumps({"peak_mib": highest[0] - before}))
 
 
 def peak_memory(shape, layer, args, warm=False):
@@ -189,57 +278,88 @@ def peak_memory(shape, layer, args, warm=False):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def device_name():
+    """The GPU the backend runs on, or "CPU"."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.device_kind if device.platform == "gpu" else "CPU"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") \
+        if gpus else "CPU"
+
+
 def main():
     args = parse_args()
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    # The memory runs' processes share the GPU with this one.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.child:
         child(args.child)
         return
     import keras
 
+    models = models_for(keras.backend.backend())
+    loop = "loop" in models
     rows = []
-    grid = shapes(args.quick)
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, "
+    grid = shapes(args)
+    device = device_name()
+    print(f"Keras {keras.__version__}, backend {keras.backend.backend()} on {device}, "
           f"jit_compile={args.jit}; {args.repeats} passes of {args.steps} batches, "
-          "each batch timed alone, models alternating; ratios to LSTM; "
-          "loop: BNLSTM(use_xla=False)")
+          "each batch timed alone, models alternating; ratios to LSTM"
+          + ("; loop: BNLSTM(use_xla=False)" if loop else ""))
     header = (f"{'batch':>5} {'steps':>5} {'units':>5} {'feat':>4} | "
-              f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5} {'fit loop':>9} {'ratio':>5} | "
-              f"{'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
+              f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5}"
+              + (f" {'fit loop':>9} {'ratio':>5}" if loop else "")
+              + f" | {'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
     if args.memory:
-        header += (f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5} "
-                   f"{'MiB loop':>8} {'ratio':>5}")
-        header += f" | {'warm LSTM':>9} {'warm BN':>8} {'ratio':>5}"
+        header += (f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5}"
+                   + (f" {'MiB loop':>8} {'ratio':>5}" if loop else "")
+                   + f" | {'warm LSTM':>9} {'warm BN':>8} {'ratio':>5}")
     print(header, flush=True)
     for shape in grid:
         train, infer = time_shape(shape, args)
         row = dict(shape)
-        row.update(
-            fit_lstm_ms=1e3 * train["LSTM"], fit_bnlstm_ms=1e3 * train["BNLSTM"],
-            fit_ratio=train["BNLSTM"] / train["LSTM"],
-            fit_loop_ms=1e3 * train["loop"], fit_loop_ratio=train["loop"] / train["LSTM"],
-            predict_lstm_ms=1e3 * infer["LSTM"], predict_bnlstm_ms=1e3 * infer["BNLSTM"],
-            predict_ratio=infer["BNLSTM"] / infer["LSTM"],
-        )
+        row.update(fit_lstm_ms=1e3 * train["LSTM"], fit_bnlstm_ms=1e3 * train["BNLSTM"],
+                   fit_ratio=train["BNLSTM"] / train["LSTM"])
+        if loop:
+            row.update(fit_loop_ms=1e3 * train["loop"],
+                       fit_loop_ratio=train["loop"] / train["LSTM"])
+        row.update(predict_lstm_ms=1e3 * infer["LSTM"], predict_bnlstm_ms=1e3 * infer["BNLSTM"],
+                   predict_ratio=infer["BNLSTM"] / infer["LSTM"])
         line = (f"{shape['batch']:>5} {shape['timesteps']:>5} {shape['units']:>5} "
                 f"{shape['features']:>4} | {row['fit_lstm_ms']:>7.1f}ms "
-                f"{row['fit_bnlstm_ms']:>7.1f}ms {row['fit_ratio']:>5.2f} "
-                f"{row['fit_loop_ms']:>7.1f}ms {row['fit_loop_ratio']:>5.2f} | "
-                f"{row['predict_lstm_ms']:>7.1f}ms {row['predict_bnlstm_ms']:>7.1f}ms "
+                f"{row['fit_bnlstm_ms']:>7.1f}ms {row['fit_ratio']:>5.2f}"
+                + (f" {row['fit_loop_ms']:>7.1f}ms {row['fit_loop_ratio']:>5.2f}" if loop else "")
+                + f" | {row['predict_lstm_ms']:>7.1f}ms {row['predict_bnlstm_ms']:>7.1f}ms "
                 f"{row['predict_ratio']:>5.2f}")
         if args.memory:
-            memory = {layer: peak_memory(shape, layer, args) for layer in LAYERS}
+            memory = {layer: peak_memory(shape, layer, args) for layer in models}
             row.update(memory_lstm_mib=memory["LSTM"], memory_bnlstm_mib=memory["BNLSTM"],
-                       memory_ratio=memory["BNLSTM"] / memory["LSTM"],
-                       memory_loop_mib=memory["loop"],
-                       memory_loop_ratio=memory["loop"] / memory["LSTM"])
+                       memory_ratio=memory["BNLSTM"] / memory["LSTM"])
+            line += (f" | {memory['LSTM']:>8.1f} {memory['BNLSTM']:>8.1f} "
+                     f"{row['memory_ratio']:>5.2f}")
+            if loop:
+                row.update(memory_loop_mib=memory["loop"],
+                           memory_loop_ratio=memory["loop"] / memory["LSTM"])
+                line += f" {memory['loop']:>8.1f} {row['memory_loop_ratio']:>5.2f}"
             warm = {layer: peak_memory(shape, layer, args, warm=True)
                     for layer in ("LSTM", "BNLSTM")}
             row.update(warm_memory_lstm_mib=warm["LSTM"], warm_memory_bnlstm_mib=warm["BNLSTM"],
                        warm_memory_ratio=warm["BNLSTM"] / warm["LSTM"])
-            line += (f" | {memory['LSTM']:>8.1f} {memory['BNLSTM']:>8.1f} "
-                     f"{row['memory_ratio']:>5.2f} {memory['loop']:>8.1f} "
-                     f"{row['memory_loop_ratio']:>5.2f} | {warm['LSTM']:>9.1f} "
-                     f"{warm['BNLSTM']:>8.1f} {row['warm_memory_ratio']:>5.2f}")
+            line += (f" | {warm['LSTM']:>9.1f} {warm['BNLSTM']:>8.1f} "
+                     f"{row['warm_memory_ratio']:>5.2f}")
         print(line, flush=True)
         rows.append(row)
 
@@ -256,9 +376,10 @@ def main():
             writer.writerows(rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": keras.backend.backend(), "jit_compile": args.jit,
-                       "steps": args.steps, "repeats": args.repeats,
-                       "rows": rows, "median_ratios": medians}, f, indent=1)
+            json.dump({"backend": keras.backend.backend(), "device": device,
+                       "jit_compile": args.jit, "steps": args.steps,
+                       "repeats": args.repeats, "rows": rows,
+                       "median_ratios": medians}, f, indent=1)
 
 
 if __name__ == "__main__":

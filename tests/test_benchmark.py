@@ -34,3 +34,30 @@ def test_speed_benchmark_writes_its_table(tmp_path):
         f"{key}_ratio" for key in
         ("fit", "fit_loop", "predict", "memory", "memory_loop", "warm_memory")}
     assert csv.read_text().splitlines()[0].startswith("batch,timesteps,units,features")
+
+
+def test_speed_benchmark_times_given_shapes_on_another_backend(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "speed.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--backend", "jax",
+         "--shape", "4,3,2,1", "--shape", "2,5,3,2", "--steps", "2", "--repeats", "1",
+         "--json", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    report = json.loads(out.read_text())
+    assert report["backend"] == "jax" and report["device"] == "CPU"
+    assert [(r["batch"], r["timesteps"], r["units"], r["features"]) for r in report["rows"]] \
+        == [(4, 3, 2, 1), (2, 5, 3, 2)]
+    # use_xla only changes TensorFlow's training recurrence: no "loop" model.
+    assert set(report["median_ratios"]) == {"fit_ratio", "predict_ratio"}
+
+
+@pytest.mark.parametrize("shape", ["32,50,64", "32,50,64,0", "32,50,x,3"])
+def test_speed_benchmark_rejects_a_bad_shape(shape):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--shape", shape],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "--shape: expected four positive integers" in result.stderr
