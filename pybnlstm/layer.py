@@ -450,7 +450,9 @@ class BNLSTM(keras.layers.RNN):
             y_dtypes = (
                 (self.compute_dtype,) if self.return_sequences else ()
             ) + (("float32",) if batch_norm else ())
-            final, history = _loop.scan(step, (h0, c0), xs, y_dtypes, unroll)
+            final, history = _loop.scan(
+                step, (h0, c0), xs, y_dtypes, unroll, differentiated=batch_norm
+            )
 
         outputs = None
         last_output = final[0]
