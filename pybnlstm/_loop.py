@@ -20,7 +20,8 @@ import keras
 from keras import ops
 
 
-def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True):
+def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
+         jit_compile=False):
     """Runs `step(carry, x_t) -> (carry, y_t)` over the leading axis of `xs`.
 
     Args:
@@ -33,17 +34,35 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True):
         differentiated: `False` where no gradient will be taken (one
             still flows, only slower): then under XLA on TensorFlow each
             step's inputs come in the loop's carry.
+        jit_compile: on TensorFlow, compile the loop with XLA where that
+            helps and works: inside a function being traced (eagerly, a
+            new function would compile at every call), not already under
+            XLA, and where no gradient tape records (TensorFlow cannot
+            differentiate a compiled loop called from an uncompiled
+            function).
 
     Returns:
         `(final_carry, ys)`, with the `y_t` stacked along a leading axis.
     """
     if unroll:
         return _unrolled(step, carry, xs)
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() != "tensorflow":
+        return ops.scan(step, carry, xs)
+    import tensorflow as tf
+
+    def loop(carry, xs):
         return _tf_scan(
             step, carry, xs, y_dtypes, not differentiated and _under_xla()
         )
-    return ops.scan(step, carry, xs)
+
+    if (
+        jit_compile
+        and not tf.executing_eagerly()
+        and not _under_xla()
+        and not _recording()
+    ):
+        loop = tf.function(loop, jit_compile=True)
+    return loop(carry, xs)
 
 
 def _under_xla():
@@ -57,6 +76,15 @@ def _under_xla():
     except ImportError:
         return False
     return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _recording():
+    """Whether a TensorFlow gradient tape could record what runs next."""
+    try:  # Not public API: without it, assume that one could.
+        from tensorflow.python.eager.record import could_possibly_record
+    except ImportError:
+        return True
+    return could_possibly_record()
 
 
 def _at(xs, t):

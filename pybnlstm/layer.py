@@ -451,7 +451,9 @@ class BNLSTM(keras.layers.RNN):
                 (self.compute_dtype,) if self.return_sequences else ()
             ) + (("float32",) if batch_norm else ())
             final, history = _loop.scan(
-                step, (h0, c0), xs, y_dtypes, unroll, differentiated=batch_norm
+                step, (h0, c0), xs, y_dtypes, unroll,
+                differentiated=batch_norm,
+                jit_compile=not batch_norm and self._fused(),
             )
 
         outputs = None

@@ -79,3 +79,60 @@ def test_gradient_through_compiled_inference(rng, carried):
     for a, b in zip(compiled, plain):
         assert np.abs(b.numpy()).max() > 1e-3
         assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_traced_inference_runs_compiled(rng, carried, masked):
+    # Inside a traced function (Keras' predict), inference compiles its
+    # loop with XLA; called eagerly, it runs uncompiled.
+    import tensorflow as tf
+
+    layer = built_layer(return_sequences=True, return_state=True)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    mask = some_masked() if masked else None
+    want = reference_for(layer).run(x, training=False, mask=mask)
+    got = tf.function(lambda x: layer(x, mask=mask, training=False))(x)
+    for a, b in zip(got, want):
+        assert_close(a, b, **TOL)
+    assert carried == [True]
+    layer(x, mask=mask, training=False)
+    assert carried == [True, False]
+
+
+def test_gradient_through_traced_inference(rng):
+    # A frozen layer inside a model that trains: the gradient goes through
+    # the compiled inference loop.
+    import tensorflow as tf
+
+    layer = built_layer(return_sequences=True)
+    x = tf.constant(rng.normal(size=(6, 5, 3)).astype("float32"))
+    direction = rng.normal(size=(6, 5, 4)).astype("float32")
+
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=False) * direction)
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    traced = tf.function(gradients)(x)
+    eager = gradients(x)
+    for a, b in zip(traced, eager):
+        assert np.abs(b.numpy()).max() > 1e-3
+        assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_trains_through_a_frozen_layer(rng, carried):
+    # Frozen, the layer runs its inference loop in fit(), under the
+    # gradient tape: uncompiled there, and the layer before it learns.
+    layer = built_layer(input_shape=(8, 5, 4), return_sequences=False)
+    layer.trainable = False
+    dense = keras.layers.Dense(4)
+    model = keras.Sequential([keras.Input((5, 3)), dense, layer])
+    model.compile("sgd", "mse")
+    before = dense.kernel.numpy().copy()
+    model.fit(rng.normal(size=(8, 5, 3)), rng.normal(size=(8, 4)),
+              epochs=1, batch_size=8, verbose=0)
+    assert np.abs(dense.kernel.numpy() - before).max() > 1e-6
+    assert carried and not any(carried)
+    model.predict(rng.normal(size=(8, 5, 3)), verbose=0)
+    assert carried[-1]
