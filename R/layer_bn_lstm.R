@@ -68,12 +68,12 @@
 #'   batch over to the next batch. Default: `FALSE`.
 #' @param unroll Unroll the recurrence. Default: `FALSE`.
 #' @param use_xla `"auto"`, `TRUE` or `FALSE`, as `use_cudnn` of
-#'   `layer_lstm()`: whether training runs the recurrence as XLA-compiled
-#'   loops. `"auto"` uses them where they apply (TensorFlow backend,
-#'   default activations, float32, `synchronized = FALSE`, not unrolled);
-#'   `TRUE` is an error where they do not; `FALSE` runs the step-by-step
-#'   loop, which compiles nothing and holds less memory in a short
-#'   session. Default: `"auto"`.
+#'   `layer_lstm()`: whether the recurrence runs XLA-compiled, in training
+#'   and in `predict()`. `"auto"` compiles it where that applies
+#'   (TensorFlow backend, default activations, float32,
+#'   `synchronized = FALSE`, not unrolled); `TRUE` is an error where it
+#'   does not; `FALSE` runs the step-by-step loop, which compiles nothing
+#'   and holds less memory in a short session. Default: `"auto"`.
 #' @param input_shape Shape of one input sample, `c(timesteps, features)`,
 #'   `NA` for an unknown dimension; for a first layer.
 #' @param batch_size Fixed batch size (stateful models); needs

@@ -61,7 +61,9 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
         and not _under_xla()
         and not _recording()
     ):
-        loop = tf.function(loop, jit_compile=True)
+        # Without AutoGraph: the loop is explicit, there is nothing to
+        # convert, and converting reads the step's source again.
+        loop = tf.function(loop, jit_compile=True, autograph=False)
     return loop(carry, xs)
 
 

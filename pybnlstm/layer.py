@@ -39,10 +39,11 @@ class BNLSTM(keras.layers.RNN):
     `gamma_x`, `gamma_h`, `gamma_c`, `beta_c`, and the non-trainable
     `moving_{mean,variance}_{x,h,c}` of shape `(max_timesteps, features)`.
 
-    On TensorFlow, training with the default activations (`tanh`,
-    `sigmoid`) in float32 runs the recurrence as two XLA-compiled loops,
-    forward and a written-out backward, as Keras' LSTM picks cuDNN for its
-    defaults (see `use_xla`). XLA compiles once per input shape: the first
+    On TensorFlow, with the default activations (`tanh`, `sigmoid`) in
+    float32, the recurrence runs XLA-compiled, as Keras' LSTM picks cuDNN
+    for its defaults (see `use_xla`): training as two loops, forward and a
+    written-out backward; inference, inside a traced function such as
+    `predict()`'s, as one. XLA compiles once per input shape: the first
     batch of each shape takes a few seconds longer, and the first
     compilation in a process sets up XLA's compiler (about 150 MiB). Other
     activations, mixed precision and `synchronized=True` run a
@@ -121,12 +122,16 @@ class BNLSTM(keras.layers.RNN):
         unroll: Boolean (default: `False`). If `True`, the network is
             unrolled, else a symbolic loop is used.
         use_xla: `"auto"` (default), `True` or `False`, as Keras' LSTM's
-            `use_cudnn`: whether training runs the recurrence as the
-            XLA-compiled loops. `"auto"` uses them where they apply
-            (TensorFlow backend, default activations, float32,
-            `synchronized=False`, `unroll=False`); `True` raises an error
-            where they do not; `False` runs the step-by-step loop, which
-            compiles nothing and so holds less memory in a short process.
+            `use_cudnn`: whether the recurrence runs XLA-compiled, in
+            training and in traced inference. `"auto"` compiles it where
+            that applies (TensorFlow backend, default activations,
+            float32, `synchronized=False`, `unroll=False`); `True` raises
+            an error where it does not; `False` runs the step-by-step
+            loop, which compiles nothing and so holds less memory in a
+            short process. Inference under a gradient tape (a frozen layer
+            in `fit()`) runs step by step whatever the setting: TensorFlow
+            cannot differentiate a compiled loop called from an
+            uncompiled function.
 
     Call arguments:
         inputs: A 3D tensor, with shape `(batch, timesteps, feature)`.

@@ -136,3 +136,24 @@ def test_fit_trains_through_a_frozen_layer(rng, carried):
     assert carried and not any(carried)
     model.predict(rng.normal(size=(8, 5, 3)), verbose=0)
     assert carried[-1]
+
+
+def softsign(v):
+    return v / (1 + np.abs(v))
+
+
+@pytest.mark.parametrize("kwargs, activation", [
+    (dict(use_xla=False), np.tanh),
+    (dict(activation="softsign"), softsign),
+], ids=["use_xla_false", "softsign"])
+def test_traced_inference_step_by_step_where_xla_does_not_apply(
+    rng, carried, kwargs, activation
+):
+    import tensorflow as tf
+
+    layer = built_layer(return_sequences=True, **kwargs)
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    got = tf.function(lambda x: layer(x, training=False))(x)
+    want = reference_for(layer, activation=activation).run(x, training=False)
+    assert_close(got, want[0], **TOL)
+    assert carried == [False]
