@@ -3,10 +3,9 @@
 For each shape of a grid (batch, timesteps, units, input features), builds
 the same model, `Input -> recurrent layer -> Dense(1)`, with
 `keras.layers.LSTM`, with `BNLSTM` and with `BNLSTM(use_xla=False)`
-("loop": its training recurrence step by step rather than XLA-compiled;
-its inference is the same as `BNLSTM`'s, so it is timed in training
-only), and measures in one process, alternating the models so that drift
-in the machine's speed hits all alike:
+("loop": its recurrence step by step rather than XLA-compiled, timed in
+training only), and measures in one process, alternating the models so
+that drift in the machine's speed hits all alike:
 
 - training: the median time of one training step, over `--repeats`
   passes of `--steps` batches, after a warm-up epoch that compiles; each
