@@ -60,27 +60,6 @@ def test_compiled_layer_matches_reference(rng, carried, training, go_backwards):
     assert carried == ([] if training else [True])
 
 
-def test_gradient_through_compiled_inference(rng, carried):
-    import tensorflow as tf
-
-    layer = built_layer(return_sequences=True)
-    x = tf.constant(rng.normal(size=(6, 5, 3)).astype("float32"))
-    direction = rng.normal(size=(6, 5, 4)).astype("float32")
-
-    def gradients(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=False) * direction)
-        return tape.gradient(loss, [x] + layer.trainable_weights)
-
-    compiled = tf.function(gradients, jit_compile=True)(x)
-    plain = tf.function(gradients)(x)
-    assert carried == [True, False]
-    for a, b in zip(compiled, plain):
-        assert np.abs(b.numpy()).max() > 1e-3
-        assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
 @pytest.mark.parametrize("masked", [False, True])
 def test_traced_inference_runs_compiled(rng, carried, masked):
     # Inside a traced function (Keras' predict), inference compiles its
@@ -99,23 +78,30 @@ def test_traced_inference_runs_compiled(rng, carried, masked):
     assert carried == [True, False]
 
 
-def test_gradient_through_traced_inference(rng):
-    # A frozen layer inside a model that trains: the gradient goes through
-    # the compiled inference loop.
+def inference_gradients(layer, x, direction):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x, training=False) * direction)
+    return tape.gradient(loss, [x] + layer.trainable_weights)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_gradient_through_inference(rng, carried, jit_compile):
+    # Traced under a tape, inference runs step by step (TensorFlow cannot
+    # differentiate a compiled loop from an uncompiled function); inside
+    # an XLA compilation, with its inputs in the carry. Both against the
+    # eager gradient.
     import tensorflow as tf
 
     layer = built_layer(return_sequences=True)
     x = tf.constant(rng.normal(size=(6, 5, 3)).astype("float32"))
     direction = rng.normal(size=(6, 5, 4)).astype("float32")
-
-    def gradients(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=False) * direction)
-        return tape.gradient(loss, [x] + layer.trainable_weights)
-
-    traced = tf.function(gradients)(x)
-    eager = gradients(x)
+    traced = tf.function(inference_gradients, jit_compile=jit_compile)(
+        layer, x, direction)
+    assert carried == [jit_compile]
+    eager = inference_gradients(layer, x, direction)
     for a, b in zip(traced, eager):
         assert np.abs(b.numpy()).max() > 1e-3
         assert_close(a, b, rtol=1e-4, atol=1e-6)
