@@ -37,9 +37,9 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
         jit_compile: on TensorFlow, compile the loop with XLA where that
             helps and works: inside a function being traced (eagerly, a
             new function would compile at every call), not already under
-            XLA, and where no gradient tape records (TensorFlow cannot
+            XLA, where no gradient tape records (TensorFlow cannot
             differentiate a compiled loop called from an uncompiled
-            function).
+            function), and over at least one step.
 
     Returns:
         `(final_carry, ys)`, with the `y_t` stacked along a leading axis.
@@ -63,7 +63,18 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
     ):
         # Without AutoGraph: the loop is explicit, there is nothing to
         # convert, and converting reads the step's source again.
-        loop = tf.function(loop, jit_compile=True, autograph=False)
+        compiled = tf.function(loop, jit_compile=True, autograph=False)
+        # XLA cannot compile a step that reads from a sequence of no
+        # steps; the uncompiled loop runs those.
+        length = keras.tree.flatten(xs)[0].shape[0]
+        if length is None:
+            return tf.cond(
+                tf.shape(keras.tree.flatten(xs)[0])[0] > 0,
+                lambda: compiled(carry, xs),
+                lambda: loop(carry, xs),
+            )
+        if length:
+            loop = compiled
     return loop(carry, xs)
 
 
@@ -137,12 +148,7 @@ def _tf_scan(step, carry, xs, y_dtypes, carry_inputs):
 
     start = (tf.constant(0), carry, outputs)
     if carry_inputs:
-        # A sequence of no steps has nothing to read.
-        nothing = lambda: [tf.zeros(tf.shape(x)[1:], x.dtype) for x in flat_xs]  # noqa: E731
-        if isinstance(length, int):
-            start += (read(0) if length else nothing(),)
-        else:
-            start += (tf.cond(length > 0, lambda: read(0), nothing),)
+        start += (read(0),)
     final = tf.while_loop(
         lambda t, *_: t < length, body, start, maximum_iterations=length
     )

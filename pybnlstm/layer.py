@@ -500,7 +500,8 @@ class BNLSTM(keras.layers.RNN):
         return last_output, outputs, final
 
     def _fused(self):
-        """Whether training runs `_tf_fused`'s compiled recurrence."""
+        """Whether the recurrence runs XLA-compiled: in training,
+        `_tf_fused`'s loops; in traced inference, `_loop.scan`'s."""
         return self.use_xla is not False and not self._xla_unavailable()
 
     def _xla_unavailable(self):

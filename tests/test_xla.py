@@ -5,7 +5,7 @@ the NumPy reference, and gradients against the uncompiled layer's."""
 import keras
 import numpy as np
 import pytest
-from conftest import TOL, assert_close, built_layer
+from conftest import TOL, assert_close, assert_equal, built_layer
 from reference import reference_for
 
 from pybnlstm import _loop
@@ -143,3 +143,26 @@ def test_traced_inference_step_by_step_where_xla_does_not_apply(
     want = reference_for(layer, activation=activation).run(x, training=False)
     assert_close(got, want[0], **TOL)
     assert carried == [False]
+
+
+@pytest.mark.parametrize("length", [0, 3])
+def test_traced_inference_of_any_length(rng, carried, length):
+    # XLA cannot compile a step over no steps: those run uncompiled, also
+    # when the length is only known when the function runs.
+    import tensorflow as tf
+
+    layer = built_layer(return_state=True)
+    x = rng.normal(size=(6, length, 3)).astype("float32")
+    eager = layer(x, training=False)
+    static = tf.function(lambda x: layer(x, training=False))(x)
+    dynamic = tf.function(
+        lambda x: layer(x, training=False),
+        input_signature=[tf.TensorSpec((None, None, 3), tf.float32)],
+    )(x)
+    for got in (static, dynamic):
+        for a, b in zip(got, eager):
+            assert_close(a, b, **TOL)
+    if length == 0:
+        assert_equal(eager[0], np.zeros((6, 4)))
+    # Eager, then the static trace, then both branches of the dynamic one.
+    assert carried == [False, length > 0, True, False]
