@@ -61,3 +61,30 @@ def test_speed_benchmark_rejects_a_bad_shape(shape):
     )
     assert result.returncode == 2
     assert "--shape: expected four positive integers" in result.stderr
+
+
+def test_xla_memory_benchmark_reports_each_stage(tmp_path):
+    out = tmp_path / "xla_memory.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "xla_memory.py"), "--shape", "2,3,2,1",
+         "--json", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "batch 2, 3 steps, 2 units, 1 features" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["shape"] == {"batch": 2, "timesteps": 3, "units": 2, "features": 1}
+    assert [row["stage"] for row in report["stages"]] == ["trivial", "forward", "backward"]
+    for row in report["stages"]:
+        # Resident memory is the kernel's sum of its anonymous and file pages.
+        assert row["resident"] == pytest.approx(row["anonymous"] + row["file"], abs=1.0)
+    # Compiling for XLA holds memory; this shape's data alone is a few KiB.
+    assert report["stages"][1]["resident"] > 1.0
+
+
+def test_xla_memory_benchmark_rejects_a_bad_shape():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "xla_memory.py"), "--shape", "2,3,2"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "--shape: expected four positive integers" in result.stderr
