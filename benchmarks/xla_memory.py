@@ -83,12 +83,11 @@ def stages(shape):
     b, t, u, f = (shape[k] for k in ("batch", "timesteps", "units", "features"))
 
     def trivial():
-        step = tf.ones((4, 4))
         tf.function(
             lambda x: tf.while_loop(lambda i, h: i < 3,
                                     lambda i, h: (i + 1, tf.tanh(h @ x)), (0, x))[1],
             jit_compile=True,
-        )(step)
+        )(tf.ones((4, 4)))
 
     # x, norm (x_scale then shift), h0, c0, kernel, recurrent kernel,
     # gamma_h, gamma_c, beta_c: as `training_recurrence` documents them.
@@ -96,7 +95,7 @@ def stages(shape):
     inputs = [generator.normal(s) for s in (
         (t, b, f), (t, 8 * u), (b, u), (b, u), (f, 4 * u), (u, 4 * u), (4 * u,), (u,), (u,))]
     run = _tf_fused.training_recurrence(u, 1e-3, False, False, False)
-    tape = tf.GradientTape(persistent=True)
+    tape = tf.GradientTape()
     outputs = []
 
     def forward():
