@@ -20,8 +20,9 @@ that drift in the machine's speed hits all alike:
   same layer on a tiny shape ("warm", LSTM and BNLSTM), which leaves out
   what the runtime sets up once per process, such as XLA's compiler
   (about 150 MiB, the same for `keras.layers.LSTM` under
-  `jit_compile=True`; `xla_memory.py` takes it apart). On a GPU it is the peak of the GPU memory the
-  backend allocated instead, as its allocator counts it.
+  `jit_compile=True`; `xla_memory.py` takes it apart). On a GPU it is
+  the peak of the GPU memory the backend allocated instead, as its
+  allocator counts it.
 
 `--backend` picks Keras' backend. On a GPU, `keras.layers.LSTM` runs
 cuDNN's kernel (all three backends); the "loop" model is left out except
