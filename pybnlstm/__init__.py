@@ -8,7 +8,7 @@ cell. Importing this package registers both for `.keras` serialization.
 from pybnlstm.cell import BNLSTMCell
 from pybnlstm.data import ForecastData, Scaler, Windows, make_windows, prepare_forecast_data
 from pybnlstm.layer import BNLSTM
-from pybnlstm.statistics import RecomputeStatistics, recompute_statistics
+from pybnlstm.recompute import RecomputeStatistics, recompute_statistics
 from pybnlstm.weights import load_lstm_weights
 
 __version__ = "0.1.0"

@@ -8,17 +8,25 @@ import numbers
 
 
 def positive_int(name, value, allow_none=False):
+    return _whole_number(name, value, 1, "positive", allow_none)
+
+
+def non_negative_int(name, value):
+    return _whole_number(name, value, 0, "non-negative")
+
+
+def _whole_number(name, value, minimum, words, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"Received an invalid value for argument `{name}`, expected a "
-            f"positive integer, got {value!r} of type {type(value).__name__}"
+            f"{words} integer, got {value!r} of type {type(value).__name__}"
         )
-    if value < 1:
+    if value < minimum:
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected a "
-            f"positive integer, got {value}"
+            f"{words} integer, got {value}"
         )
     return int(value)
 
@@ -53,3 +61,12 @@ def positive_real(name, value):
             f"positive number, got {value}"
         )
     return float(value)
+
+
+def choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected one "
+            f"of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+    return value

@@ -1,4 +1,5 @@
-"""The time loop: `keras.ops.scan`, except where it does not fit.
+"""The time loop: `keras.ops.scan`, except where it does not fit; and a
+conditional that stays a Python branch where it can.
 
 On TensorFlow, Keras' `ops.scan` (3.15) shapes its outputs like its carry
 and builds a `tf.while_loop` without `maximum_iterations`, which XLA needs
@@ -76,6 +77,27 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
         if length:
             loop = compiled
     return loop(carry, xs)
+
+
+def cond(pred, true_fn, false_fn):
+    """`true_fn()` if `pred` else `false_fn()`: a Python branch where
+    `pred` has a value (eager execution), `ops.cond` where it is being
+    traced. Eagerly, `ops.cond` on JAX would trace and compile both
+    branches at every call."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        concrete = tf.executing_eagerly()
+    elif backend == "jax":
+        import jax
+
+        concrete = not isinstance(pred, jax.core.Tracer)
+    else:  # PyTorch's ops.cond is a Python branch already.
+        concrete = False
+    if not concrete:
+        return ops.cond(pred, true_fn, false_fn)
+    return true_fn() if bool(ops.convert_to_numpy(pred)) else false_fn()
 
 
 def _under_xla():

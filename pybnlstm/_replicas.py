@@ -1,5 +1,5 @@
-"""Sums across the replicas of a `tf.distribute` strategy, for
-synchronized batch statistics.
+"""Sums (and gathers) across the replicas of a `tf.distribute` strategy,
+for synchronized batch statistics.
 
 Only TensorFlow has a replica context that a layer can reach from inside
 its call; `BNLSTMCell(synchronized=True)` is refused on other backends.
@@ -47,3 +47,14 @@ def replica_sum(tensor):
 
     context = tf.distribute.get_replica_context()
     return context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
+
+
+def replica_concat(tensor):
+    """`tensor` of every replica in sync, concatenated along axis 0, or
+    itself with one."""
+    if replicas_in_sync() == 1:
+        return tensor
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.all_gather(tensor, axis=0)

@@ -1,6 +1,7 @@
-"""The training-mode recurrence over a whole sequence as two XLA-compiled
-loops, forward and backward, for TensorFlow: sigmoid gates, tanh
-activation, float32.
+"""The batch-normalized recurrence over a whole sequence as XLA-compiled
+loops, for TensorFlow: sigmoid gates, tanh activation, float32. Training
+runs two, forward and backward; re-estimating population statistics runs
+a third, forward only.
 
 TensorFlow's executor pays a fixed cost per op, and a batch-normalized step
 has about twice the ops of a plain LSTM's: on a CPU that, not the matrix
@@ -10,6 +11,10 @@ stacking and copying what each step saved. So the forward loop saves
 what the backward pass needs, and the backward loop is the LSTM's and the
 normalizations' gradient written out; each loop is compiled whole.
 Keras restricts its cuDNN kernel to the default activations likewise.
+
+Each loop is one `tf.function`, made once per configuration and called
+with every tensor it reads as an argument: XLA then compiles it once per
+input shape in a process, whichever traced function calls it.
 """
 
 import functools
@@ -57,73 +62,79 @@ def _gates(x, kernel, x_scale, n_h, gamma_h, shift):
     return tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
 
 
-@functools.lru_cache(maxsize=None)
-def training_recurrence(units, epsilon, return_sequences, masked, dropped):
-    """The fused recurrence, compiled once per shape of its inputs.
+def _step(x, row, h_prev, c_prev, weights, epsilon):
+    """One training-mode step.
 
     Args:
-        units: the cell's units.
+        x: the step's input, `(batch, features)`.
+        row: the step's packed `[x_scale, shift]` and, if masked, its
+            `(batch, 1)` weights, as `_step_rows` gives them.
+        h_prev, c_prev: the state, `h_prev` after recurrent dropout.
+        weights: `(kernel, recurrent_kernel, gamma_h, gamma_c, beta_c)`.
         epsilon: the normalizations' epsilon.
-        return_sequences: whether `h` of every step is returned.
-        masked: whether a mask is given.
-        dropped: whether a recurrent dropout mask is given.
 
     Returns:
-        `run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
-        beta_c, weights, recurrent_mask) -> (outputs, h, c, moments)`:
-        `x` is time-major `(timesteps, batch, features)`; `norm` the
-        `(timesteps, 8 units)` packing of `BNLSTMCell.batch_normalization`
-        (`x_scale`, then `shift`); `weights` the time-major
-        `(timesteps, batch, 1)` 0/1 mask, or `None`; `recurrent_mask` the
-        `(batch, units)` recurrent dropout mask, or `None`. `outputs` is the
-        time-major `h` of every step with `return_sequences`, else `None`;
-        `moments` the per-step `[mean_h, var_h, mean_c, var_c]`, without a
-        gradient. The gradient flows to every input but the two masks.
+        `(h, c, values)`: the new state, before masking, and what the
+        backward loop reads: `n_h`, `inv_h`, `inv_c` and the step's
+        `moments`, `[mean_h, var_h, mean_c, var_c]`.
     """
-    width = 4 * units
+    kernel, recurrent_kernel, gamma_h, gamma_c, beta_c = weights
+    x_scale, shift = tf.split(row[0], 2)
+    w = row[1] if len(row) > 1 else None
+    mean_h, var_h, inv_h, n_h = _moments_and_normalized(
+        tf.matmul(h_prev, recurrent_kernel), w, epsilon
+    )
+    i, f, g, o = _gates(x, kernel, x_scale, n_h, gamma_h, shift)
+    c = f * c_prev + i * g
+    mean_c, var_c, inv_c, n_c = _moments_and_normalized(c, w, epsilon)
+    h = o * tf.tanh(n_c * gamma_c + beta_c)
+    moments = tf.concat([mean_h, var_h, mean_c, var_c], 0)
+    return h, c, dict(n_h=n_h, inv_h=inv_h, inv_c=inv_c, moments=moments)
+
+
+def _step_rows(norm, weights):
+    """`rows(t)`: step t's per-step rows, clamped to the last step. Each
+    loop passes them in its carry, read by the step before: read by index,
+    they would be fused into the step's element-wise work, which XLA then
+    runs much slower (see `_loop`). At five shapes the training step's
+    ratio to the LSTM's fell by 0.10 to 0.18; the backward loop gained
+    nothing measurable from the same."""
+    per_step = [norm] + ([] if weights is None else [weights])
+    last = tf.shape(norm)[0] - 1
+
+    def rows(t):
+        t = tf.minimum(t, last)
+        return [a[t] for a in per_step]
+
+    return rows
+
+
+def _masked(keep, new, old):
+    return new if keep is None else tf.where(keep > 0, new, old)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(epsilon, masked, dropped):
+    """The forward training loop: `(x, norm, h0, c0, weights, sample
+    weights, recurrent_mask) -> (h, c, saved)`."""
 
     @tf.function(jit_compile=True)
-    def forward(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
-                beta_c, weights, recurrent_mask):
+    def forward(x, norm, h0, c0, weights, sample_weights, recurrent_mask):
         length = tf.shape(x)[0]
+        rows = _step_rows(norm, sample_weights if masked else None)
 
         def body(t, h_prev, c_prev, saved, row):
-            x_scale, shift = tf.split(row[0], 2)
-            w = row[1] if masked else None
             hp = h_prev * recurrent_mask if dropped else h_prev
-            mean_h, var_h, inv_h, n_h = _moments_and_normalized(
-                tf.matmul(hp, recurrent_kernel), w, epsilon
-            )
-            i, f, g, o = _gates(x[t], kernel, x_scale, n_h, gamma_h, shift)
-            c = f * c_prev + i * g
-            mean_c, var_c, inv_c, n_c = _moments_and_normalized(c, w, epsilon)
-            tc = tf.tanh(n_c * gamma_c + beta_c)
-            h = o * tc
-            if masked:
-                keep = w > 0
-                h = tf.where(keep, h, h_prev)
-                c = tf.where(keep, c, c_prev)
-            values = dict(
-                h=h, c=c, n_h=n_h, inv_h=inv_h, inv_c=inv_c,
-                moments=tf.concat([mean_h, var_h, mean_c, var_c], 0),
-            )
+            h, c, values = _step(x[t], row, hp, c_prev, weights, epsilon)
+            w = row[1] if masked else None
+            values["h"] = h = _masked(w, h, h_prev)
+            values["c"] = c = _masked(w, c, c_prev)
             # h and c go one row down: step t reads h_{t-1} and c_{t-1} at t.
             saved = {
                 k: a.write(t + 1 if k in ("h", "c") else t, values[k])
                 for k, a in saved.items()
             }
-            return t + 1, h, c, saved, step_rows(t + 1)
-
-        # Each step's rows come in the carry, read by the step before: read
-        # by index, they would be fused into the step's element-wise work,
-        # which XLA then runs much slower (see `_loop`). At five shapes the
-        # training step's ratio to the LSTM's fell by 0.10 to 0.18; the
-        # backward loop gained nothing measurable from the same.
-        per_step = [norm] + ([weights] if masked else [])
-
-        def step_rows(t):
-            t = tf.minimum(t, length - 1)
-            return [a[t] for a in per_step]
+            return t + 1, h, c, saved, rows(t + 1)
 
         saved = {k: tf.TensorArray(tf.float32, size=length) for k in _SAVED}
         for k, initial in (("h", h0), ("c", c0)):
@@ -133,14 +144,59 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
         _, h, c, saved = tf.while_loop(
             lambda t, *_: t < length,
             body,
-            (tf.constant(0), h0, c0, saved, step_rows(0)),
+            (tf.constant(0), h0, c0, saved, rows(0)),
             maximum_iterations=length,
         )[:4]
         return h, c, {k: a.stack() for k, a in saved.items()}
 
+    return forward
+
+
+@functools.lru_cache(maxsize=None)
+def statistics_recurrence(epsilon, masked):
+    """The training-mode recurrence without dropout or gradient, for its
+    per-step batch moments only: `run(x, norm, h0, c0, kernel,
+    recurrent_kernel, gamma_h, gamma_c, beta_c, weights) -> moments`,
+    arguments as for `training_recurrence`, `moments` the per-step
+    `[mean_h, var_h, mean_c, var_c]`. It saves nothing per step, so it
+    holds a sequence's memory once, not per step."""
+
     @tf.function(jit_compile=True)
-    def backward(x, norm, saved, kernel, recurrent_kernel, gamma_h, gamma_c,
-                 beta_c, weights, recurrent_mask, d_outputs, dh, dc):
+    def run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
+            beta_c, sample_weights=None):
+        weights = (kernel, recurrent_kernel, gamma_h, gamma_c, beta_c)
+        length = tf.shape(x)[0]
+        rows = _step_rows(norm, sample_weights if masked else None)
+
+        def body(t, h_prev, c_prev, moments, row):
+            h, c, values = _step(x[t], row, h_prev, c_prev, weights, epsilon)
+            w = row[1] if masked else None
+            moments = moments.write(t, values["moments"])
+            return (t + 1, _masked(w, h, h_prev), _masked(w, c, c_prev),
+                    moments, rows(t + 1))
+
+        moments = tf.while_loop(
+            lambda t, *_: t < length,
+            body,
+            (tf.constant(0), h0, c0, tf.TensorArray(tf.float32, size=length),
+             rows(0)),
+            maximum_iterations=length,
+        )[3]
+        return moments.stack()
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def _backward(units, epsilon, return_sequences, masked, dropped):
+    """The backward training loop: the written-out gradient of the forward
+    loop's, from what it saved."""
+    width = 4 * units
+
+    @tf.function(jit_compile=True)
+    def backward(x, norm, saved, weights, sample_weights, recurrent_mask,
+                 d_outputs, dh, dc):
+        kernel, recurrent_kernel, gamma_h, gamma_c, beta_c = weights
         length = tf.shape(x)[0]
         count = tf.cast(tf.shape(x)[1], tf.float32)
 
@@ -159,7 +215,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             w, n = None, count
             dh_new, dc_new = dh, dc
             if masked:
-                w = weights[t]
+                w = sample_weights[t]
                 n = tf.maximum(tf.reduce_sum(w), 1.0)
                 dh_new, dc_new = dh * w, dc * w
             d_c_hat = dh_new * o * (1.0 - tc * tc)
@@ -223,6 +279,35 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             tf.reduce_sum(sum_c, 0),
         )
 
+    return backward
+
+
+@functools.lru_cache(maxsize=None)
+def training_recurrence(units, epsilon, return_sequences, masked, dropped):
+    """The fused recurrence, compiled once per shape of its inputs.
+
+    Args:
+        units: the cell's units.
+        epsilon: the normalizations' epsilon.
+        return_sequences: whether `h` of every step is returned.
+        masked: whether a mask is given.
+        dropped: whether a recurrent dropout mask is given.
+
+    Returns:
+        `run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
+        beta_c, weights, recurrent_mask) -> (outputs, h, c, moments)`:
+        `x` is time-major `(timesteps, batch, features)`; `norm` the
+        `(timesteps, 8 units)` packing of `BNLSTMCell.batch_normalization`
+        (`x_scale`, then `shift`); `weights` the time-major
+        `(timesteps, batch, 1)` 0/1 mask, or `None`; `recurrent_mask` the
+        `(batch, units)` recurrent dropout mask, or `None`. `outputs` is the
+        time-major `h` of every step with `return_sequences`, else `None`;
+        `moments` the per-step `[mean_h, var_h, mean_c, var_c]`, without a
+        gradient. The gradient flows to every input but the two masks.
+    """
+    forward = _forward(epsilon, masked, dropped)
+    backward = _backward(units, epsilon, return_sequences, masked, dropped)
+
     def run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
             beta_c, weights, recurrent_mask):
         masks = (weights, recurrent_mask)
@@ -232,7 +317,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
             # Unwatched copies: a tape that watched a compiled function's
             # inputs would ask it for its intermediates.
             args = [tf.stop_gradient(a) for a in args]
-            h, c, saved = forward(*args, *masks)
+            h, c, saved = forward(*args[:4], tuple(args[4:]), *masks)
             results = (h, c, saved["moments"])
             if return_sequences:
                 results = (saved["h"][1:],) + results
@@ -243,14 +328,13 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
                 dh, dc = upstream[-3:-1]
                 dh = tf.zeros_like(h) if dh is None else dh
                 dc = tf.zeros_like(c) if dc is None else dc
-                x, norm, _, _, kernel, recurrent_kernel = args[:6]
                 upstream = [
                     None if a is None else tf.stop_gradient(a)
                     for a in (d_outputs, dh, dc)
                 ]
                 return backward(
-                    x, norm, saved, kernel, recurrent_kernel, *args[6:],
-                    *masks, *upstream,
+                    args[0], args[1], saved, tuple(args[4:]), *masks,
+                    *upstream,
                 )
 
             return results, grad

@@ -227,6 +227,14 @@ class BNLSTMCell(keras.layers.Layer):
             Default: `0.5`; see `BNLSTM`.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
+        input_statistics: `"step"` (default) or `"sequence"`: whether the
+            input term `x_t W` is normalized with statistics of its own
+            time step, or with statistics shared by all time steps (the
+            paper's option for sequences of varied length). The recurrent
+            and cell terms keep per-step statistics either way. With
+            `"sequence"`, row 0 of `moving_mean_x` and
+            `moving_variance_x` holds the shared statistics, and a bare
+            cell cannot train (it sees one step at a time).
         synchronized: Boolean (default `False`). If `True`, the batch
             moments span every replica of the current `tf.distribute`
             strategy, so that N replicas of batch B normalize as one batch
@@ -274,6 +282,7 @@ class BNLSTMCell(keras.layers.Layer):
         max_timesteps=None,
         momentum=0.5,
         epsilon=1e-3,
+        input_statistics="step",
         synchronized=False,
         **kwargs,
     ):
@@ -284,6 +293,9 @@ class BNLSTMCell(keras.layers.Layer):
         )
         self.momentum = _checks.fraction("momentum", momentum, True)
         self.epsilon = _checks.positive_real("epsilon", epsilon)
+        self.input_statistics = _checks.choice(
+            "input_statistics", input_statistics, ("step", "sequence")
+        )
         self.synchronized = _replicas.check_synchronized(synchronized)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
@@ -424,6 +436,60 @@ class BNLSTMCell(keras.layers.Layer):
             shift = shift + ops.cast(self.bias, "float32")
         return shift
 
+    def input_moments(self, x, weights=None, synchronized=None):
+        """The batch moments of the input projection `x W` of each step.
+
+        Args:
+            x: `(batch, timesteps, features)` inputs.
+            weights: optional `(batch, timesteps, 1)` 0/1 weights.
+            synchronized: whether the moments span every replica; default
+                the cell's setting.
+
+        Returns:
+            `(mean, variance)`, float32, each `(timesteps, 4 * units)`:
+            per step, or with `input_statistics="sequence"` pooled over
+            every (unmasked) step and repeated for each.
+        """
+        if synchronized is None:
+            synchronized = self.synchronized
+        if self.input_statistics == "step":
+            return projected_moments(x, self.kernel, weights, synchronized)
+        features = ops.shape(x)[-1]
+        flat_weights = None
+        if weights is not None:
+            flat_weights = ops.reshape(weights, (-1, 1))
+        pooled = projected_moments(
+            ops.reshape(x, (-1, features)), self.kernel, flat_weights,
+            synchronized,
+        )
+        repeat = ops.ones((ops.shape(x)[1], 1), dtype="float32")
+        return tuple(repeat * m[None] for m in pooled)
+
+    def batch_statistics(self, x_moments, moments):
+        """A training pass's per-step batch moments by statistic.
+
+        Args:
+            x_moments: `(mean, variance)` from `input_moments`.
+            moments: the recurrence's per-step moments, `(timesteps,
+                10 * units)`: `[mean_h, var_h, mean_c, var_c]`.
+
+        Returns:
+            `{(part, stat): (timesteps, features)}`, keyed like
+            `statistics`.
+        """
+        width = 4 * self.units
+        h_mean, h_variance, c_mean, c_variance = ops.split(
+            moments, [width, 2 * width, 2 * width + self.units], axis=-1
+        )
+        return {
+            ("x", "mean"): x_moments[0],
+            ("x", "variance"): x_moments[1],
+            ("h", "mean"): h_mean,
+            ("h", "variance"): h_variance,
+            ("c", "mean"): c_mean,
+            ("c", "variance"): c_variance,
+        }
+
     def batch_normalization(self, x_moments):
         """The training-mode per-step inputs of `recurrence()`'s step.
 
@@ -438,13 +504,15 @@ class BNLSTMCell(keras.layers.Layer):
         scale, shift = self.affine(*x_moments, self.gamma_x)
         return {"x_scale": scale, "shift": self._gate_shift(shift)}
 
-    def population_normalization(self, rows):
+    def population_normalization(self, rows, statistics=None):
         """The inference-mode per-step inputs of `recurrence()`'s step, from
         the given rows of the population statistics.
 
         Args:
             rows: int32 tensor of row indices, already within
                 `[0, max_timesteps)`.
+            statistics: `{(part, stat): value}` to read the rows from;
+                default the cell's `statistics`.
 
         Returns:
             `{"x_scale", "h_scale", "shift", "c_scale", "c_shift"}`, in
@@ -452,12 +520,17 @@ class BNLSTMCell(keras.layers.Layer):
             holds the gates' three shifts (input, recurrent, bias) in one.
         """
 
+        if statistics is None:
+            statistics = self.statistics
+
         def fold(part, gamma, beta=None):
+            # Shared input statistics live in row 0.
+            at = rows * 0 if (
+                part == "x" and self.input_statistics == "sequence"
+            ) else rows
             return self.affine(
-                ops.take(getattr(self, f"moving_mean_{part}"), rows, axis=0),
-                ops.take(
-                    getattr(self, f"moving_variance_{part}"), rows, axis=0
-                ),
+                ops.take(statistics[(part, "mean")], at, axis=0),
+                ops.take(statistics[(part, "variance")], at, axis=0),
                 gamma,
                 beta,
             )
@@ -474,11 +547,15 @@ class BNLSTMCell(keras.layers.Layer):
         }
         return {k: ops.cast(v, self.compute_dtype) for k, v in norm.items()}
 
-    def recurrence(self):
+    def recurrence(self, synchronized=None):
         """The recurrence of one step as a pure function.
 
         The weights are read once, here, so that the function can run inside
         a symbolic loop (and XLA) without touching variables.
+
+        Args:
+            synchronized: whether batch moments span every replica; default
+                the cell's setting.
 
         Returns:
             `step(x, h_prev, c_prev, norm, weights=None) -> (h, c,
@@ -500,7 +577,8 @@ class BNLSTMCell(keras.layers.Layer):
         gamma_c = ops.cast(self.gamma_c, "float32")
         beta_c = ops.cast(self.beta_c, "float32")
         gate, activation = self.recurrent_activation, self.activation
-        synchronized = self.synchronized
+        if synchronized is None:
+            synchronized = self.synchronized
         written_out = {
             masked: batch_normalizer(self.epsilon, masked)
             for masked in (False, True)
@@ -564,6 +642,12 @@ class BNLSTMCell(keras.layers.Layer):
     def call(self, inputs, states, training=False):
         h_prev, c_prev, step = states
         if training:
+            if self.input_statistics == "sequence":
+                raise ValueError(
+                    "A BNLSTMCell with input_statistics='sequence' cannot "
+                    "train on its own: it sees one time step at a time. "
+                    "Train with the layer `pybnlstm.BNLSTM`."
+                )
             self._warn_no_statistics()
             norm = self.batch_normalization(
                 projected_moments(inputs, self.kernel, None, self.synchronized)
@@ -619,6 +703,7 @@ class BNLSTMCell(keras.layers.Layer):
             "max_timesteps": self.max_timesteps,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
+            "input_statistics": self.input_statistics,
             "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

@@ -7,8 +7,9 @@ import keras
 from keras import ops
 
 from pybnlstm import _checks, _loop, _replicas
-from pybnlstm.cell import BNLSTMCell, projected_moments
-from pybnlstm.statistics import update_population_statistics
+from pybnlstm.cell import BNLSTMCell
+from pybnlstm.sample import ReferenceSample
+from pybnlstm.statistics import batch_replacement, moving_average_update
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
@@ -33,6 +34,23 @@ class BNLSTM(keras.layers.RNN):
     statistics, so a sample's output never depends on the rest of its
     batch; steps past `max_timesteps - 1` use the last row. Any batch size
     works.
+
+    Moving averages lag behind weights that train, so the layer also keeps
+    its latest `statistics_sample` training sequences (a non-trainable
+    `reference_sample`, never saved in model files). Its first inference
+    call after training (`predict()`, `evaluate()`, validation in `fit()`,
+    or a plain call) first re-estimates the statistics: one
+    training-mode pass over that sample as one batch, with the weights as
+    they are and without dropout, whose moments replace each row it
+    reaches. Saving does the same first, so a saved model predicts as the
+    live one. `pybnlstm.recompute_statistics` pools the moments over a
+    whole data set instead.
+
+    With a mask, time steps are counted per sequence: the t-th unmasked
+    step of each sequence uses statistics row t, wherever padding put it,
+    so a sequence's outputs do not depend on its padding or on the other
+    sequences of its batch. With `go_backwards`, the backward pass starts
+    at each sequence's last unmasked step, as Keras' cuDNN path does.
 
     The weights are `kernel`, `recurrent_kernel` and `bias`, laid out as in
     `keras.layers.LSTM` (see `pybnlstm.load_lstm_weights`), the trainable
@@ -101,6 +119,19 @@ class BNLSTM(keras.layers.RNN):
             `pybnlstm.RecomputeStatistics` callback.
         epsilon: Small positive float added to the variance. Default:
             `1e-3`.
+        input_statistics: `"step"` (default) or `"sequence"`. With
+            `"sequence"`, the input term `x_t W` is normalized with
+            statistics shared by all time steps (masked steps excluded),
+            the paper's option for data of varied length; the recurrent
+            and cell terms keep per-step statistics. Row 0 of
+            `moving_mean_x` and `moving_variance_x` holds the shared ones.
+        statistics_sample: Non-negative integer (default 512), how many
+            of its latest training sequences the layer keeps to
+            re-estimate its statistics before inference (see above); it
+            holds `statistics_sample * max_timesteps * (features + 1)`
+            floats. A stateful layer keeps its last batch that began
+            within `max_timesteps` steps instead. 0 keeps none: inference
+            then uses the moving averages.
         synchronized: Boolean (default `False`), as in Keras'
             `BatchNormalization`. If `True`, the per-step batch moments are
             summed across the replicas of the current `tf.distribute`
@@ -132,6 +163,11 @@ class BNLSTM(keras.layers.RNN):
             in `fit()`) runs step by step whatever the setting: TensorFlow
             cannot differentiate a compiled loop called from an
             uncompiled function.
+        use_cudnn: Another name for `use_xla`, so that code written for
+            `keras.layers.LSTM` runs unchanged. Give one of the two, or the
+            same value to both.
+        implementation: Accepted, as `keras.layers.LSTM` accepts it, and
+            ignored: there is one implementation.
 
     Call arguments:
         inputs: A 3D tensor, with shape `(batch, timesteps, feature)`.
@@ -186,6 +222,8 @@ class BNLSTM(keras.layers.RNN):
         max_timesteps=None,
         momentum=0.5,
         epsilon=1e-3,
+        input_statistics="step",
+        statistics_sample=512,
         synchronized=False,
         return_sequences=False,
         return_state=False,
@@ -193,8 +231,12 @@ class BNLSTM(keras.layers.RNN):
         stateful=False,
         unroll=False,
         use_xla="auto",
+        use_cudnn="auto",
         **kwargs,
     ):
+        # Accepted as keras.layers.LSTM accepts it; there is one
+        # implementation here.
+        self.implementation = kwargs.pop("implementation", 2)
         cell = BNLSTMCell(
             units,
             activation=activation,
@@ -215,6 +257,7 @@ class BNLSTM(keras.layers.RNN):
             max_timesteps=max_timesteps,
             momentum=momentum,
             epsilon=epsilon,
+            input_statistics=input_statistics,
             synchronized=synchronized,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
@@ -242,15 +285,31 @@ class BNLSTM(keras.layers.RNN):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.input_spec = keras.InputSpec(ndim=3)
+        self.statistics_sample = _checks.non_negative_int(
+            "statistics_sample", statistics_sample
+        )
+        self.reference_sample = None
+        if self.statistics_sample:
+            self.reference_sample = ReferenceSample(
+                cell.units, name="reference_sample"
+            )
         self._statistics_collector = None
-        if not (use_xla == "auto" or isinstance(use_xla, bool)):
+        for name, value in (("use_xla", use_xla), ("use_cudnn", use_cudnn)):
+            if not (value == "auto" or isinstance(value, bool)):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, "
+                    f"expected 'auto', True or False, got {value!r}"
+                )
+        if "auto" not in (use_xla, use_cudnn) and use_xla != use_cudnn:
             raise ValueError(
-                "Received an invalid value for argument `use_xla`, expected "
-                f"'auto', True or False, got {use_xla!r}"
+                f"Received use_xla={use_xla} and use_cudnn={use_cudnn}; "
+                "`use_cudnn` is another name for `use_xla` here, so give "
+                "one of them, or the same value to both."
             )
         self.use_xla = use_xla
+        self.use_cudnn = use_cudnn
         unavailable = self._xla_unavailable()
-        if use_xla is True and unavailable:
+        if self._xla_setting() is True and unavailable:
             raise ValueError(
                 "Received use_xla=True, but the XLA-compiled recurrence "
                 f"needs {unavailable}. Use use_xla='auto' or False."
@@ -274,6 +333,16 @@ class BNLSTM(keras.layers.RNN):
                 )
             self.cell.max_timesteps = int(sequences_shape[1])
         super().build(sequences_shape, initial_state_shape)
+        sample = self.reference_sample
+        if sample is not None and not sample.built:
+            # A stateful layer keeps its last batch: the sequences of one
+            # batch share their time-step offset.
+            size = sequences_shape[0] if self.stateful else None
+            sample.build((
+                size or self.statistics_sample,
+                self.cell.max_timesteps,
+                sequences_shape[-1],
+            ))
 
     def get_initial_state(self, batch_size):
         """Zero states `[h, c, step]`; `step` is the time-step index."""
@@ -363,54 +432,151 @@ class BNLSTM(keras.layers.RNN):
             `(last_output, outputs, (h, c))`; `outputs` is `None` unless
             `return_sequences`.
         """
-        cell = self.cell
         h0, c0, offset = initial_state
-        x = ops.cast(sequences, self.compute_dtype)
-        if self.go_backwards:
-            x = ops.flip(x, axis=1)
-            mask = None if mask is None else ops.flip(mask, axis=1)
-        weights = None if mask is None else ops.cast(mask[:, :, None], x.dtype)
-
-        batch_size, length = ops.shape(x)[0], ops.shape(x)[1]
-        training = bool(training)
+        x, alignment = self._processing_order(sequences, mask)
+        weights = None if alignment is None else alignment.weights
         # Batch moments in training, unless the layer is frozen: then, as
         # Keras' BatchNormalization does, the population statistics. While
         # `recompute_statistics` collects, batch moments without dropout.
         collector = self._statistics_collector
+        training = bool(training)
         batch_norm = (training and self.trainable) or collector is not None
+        statistics = None
+        if batch_norm and collector is None:
+            self._remember(x, weights, h0, c0, offset)
+        elif not batch_norm:
+            statistics = self._current_statistics()
+        final, outputs, moments = self._recurrence(
+            x, weights, initial_state, batch_norm, statistics,
+            self._dropout_masks(training, x), self.return_sequences,
+        )
+        if batch_norm:
+            steps, counts, batch_stats = moments
+            if collector is not None:
+                collector(steps, counts, batch_stats)
+            else:
+                self._update_statistics(steps, counts, batch_stats)
+        return self._outputs(final, outputs, alignment)
+
+    def _processing_order(self, sequences, mask):
+        """The inputs in the compute dtype, steps in the order they are
+        processed: reversed with `go_backwards`, and, with a mask, each
+        sequence's real steps first (see `_Alignment`)."""
+        x = ops.cast(sequences, self.compute_dtype)
+        if self.go_backwards:
+            x = ops.flip(x, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        if mask is None:
+            return x, None
+        alignment = _Alignment(mask, x.dtype)
+        return alignment.gather(x), alignment
+
+    def _dropout_masks(self, training, x):
+        """`(input_mask, recurrent_mask)` for a training call, `None` where
+        there is no dropout."""
+        batch_size = ops.shape(x)[0]
+        input_mask = recurrent_mask = None
         if training and self.dropout > 0:
-            x = x * self._dropout_mask((batch_size, x.shape[-1]))[:, None, :]
-        recurrent_mask = None
+            input_mask = self._dropout_mask((batch_size, x.shape[-1]))
         if training and self.recurrent_dropout > 0:
             recurrent_mask = self._dropout_mask(
-                (batch_size, cell.units), self.recurrent_dropout
+                (batch_size, self.cell.units), self.recurrent_dropout
             )
+        return input_mask, recurrent_mask
 
+    def _recurrence(self, x, weights, initial_state, batch_norm, statistics,
+                    dropout_masks, return_sequences, synchronized=None,
+                    differentiated=None):
+        """The recurrence over steps in processing order.
+
+        Args:
+            x: `(batch, timesteps, features)`, compute dtype.
+            weights: `(batch, timesteps, 1)` 0/1 weights, or `None`.
+            initial_state: `(h0, c0, offset)`.
+            batch_norm: normalize with batch moments (else population
+                statistics).
+            statistics: the population statistics to use, as
+                `{(part, stat): value}`, or `None` for the layer's.
+            dropout_masks: `(input_mask, recurrent_mask)`.
+            return_sequences: whether to keep every step's output.
+            synchronized: whether batch moments span the replicas; default
+                the cell's setting.
+            differentiated: whether a gradient may be taken; default
+                `batch_norm`. Batch moments without a gradient, where
+                `_fused` allows, come from a compiled loop that computes
+                nothing else (and returns no state).
+
+        Returns:
+            `(final, outputs, moments)`: the final `(h, c)`, the
+            `(batch, timesteps, units)` outputs or `None`, and with
+            `batch_norm` the `(steps, counts, batch_stats)` of
+            `_update_statistics`, else `None`.
+        """
+        cell = self.cell
+        if synchronized is None:
+            synchronized = cell.synchronized
+        h0, c0, offset = initial_state
+        input_mask, recurrent_mask = dropout_masks
+        if input_mask is not None:
+            x = x * input_mask[:, None, :]
+        length = ops.shape(x)[1]
         steps = offset + ops.arange(length, dtype="int32")
-        time_major = lambda t: ops.moveaxis(t, 1, 0)  # noqa: E731
         if batch_norm:
-            x_moments = projected_moments(
-                x, cell.kernel, weights, cell.synchronized
-            )
+            x_moments = cell.input_moments(x, weights, synchronized)
             norm = cell.batch_normalization(x_moments)
         else:
             norm = cell.population_normalization(
-                ops.clip(steps, 0, cell.max_timesteps - 1)
+                ops.clip(steps, 0, cell.max_timesteps - 1), statistics
             )
+        xs = {"x": _time_major(x), "norm": _packed(norm)}
+        if weights is not None:
+            xs["weights"] = _time_major(weights)
+        unroll = self._unrolled(x, batch_norm and synchronized)
+        if differentiated is None:
+            differentiated = batch_norm
+        fused = self._fused()
+        if batch_norm and fused and not synchronized:
+            if differentiated:
+                final, history = self._fused_recurrence(
+                    xs, (h0, c0), recurrent_mask, return_sequences
+                )
+            else:
+                final, history = None, (self._fused_statistics(xs, h0, c0),)
+        else:
+            step = self._step(norm, recurrent_mask, return_sequences,
+                              batch_norm, synchronized)
+            y_dtypes = ((self.compute_dtype,) if return_sequences else ()) + (
+                ("float32",) if batch_norm else ()
+            )
+            final, history = _loop.scan(
+                step, (h0, c0), xs, y_dtypes, unroll,
+                differentiated=differentiated,
+                jit_compile=not differentiated and fused,
+            )
+        outputs = _time_major(history[0]) if return_sequences else None
+        if not batch_norm:
+            return final, outputs, None
+        if weights is None:
+            batch_size = ops.cast(ops.shape(x)[0], "float32")
+            counts = ops.ones((length,), dtype="float32") * batch_size
+        else:
+            counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
+        if synchronized:
+            counts = _replicas.replica_sum(counts)
+        moments = (steps, counts, cell.batch_statistics(x_moments,
+                                                        history[-1]))
+        return final, outputs, moments
+
+    def _step(self, norm, recurrent_mask, return_sequences, batch_norm,
+              synchronized):
+        """The loop's step: `(carry, inputs) -> (carry, outputs)`."""
         # One tensor read per step rather than several: each read costs
         # the loop ops, and more when it needs a gradient.
         norm_keys = list(norm)
         norm_ends = list(
             itertools.accumulate(norm[k].shape[-1] for k in norm_keys)
         )
-        xs = {
-            "x": time_major(x),
-            "norm": ops.concatenate([norm[k] for k in norm_keys], axis=-1),
-        }
-        if weights is not None:
-            xs["weights"] = time_major(weights)
-
-        recurrence = cell.recurrence()
+        recurrence = self.cell.recurrence(synchronized)
 
         def step(carry, inputs):
             h_prev, c_prev = carry[0], carry[1]
@@ -428,81 +594,147 @@ class BNLSTM(keras.layers.RNN):
                 c = ops.where(keep, c, c_prev)
             # The outputs are stored only when returned: the last one is the
             # final state.
-            ys = (h,) if self.return_sequences else ()
+            ys = (h,) if return_sequences else ()
             return (h, c), ys + ((moments,) if batch_norm else ())
 
-        # tf.distribute cannot all-reduce inside a tf.while_loop (its
-        # merge_call refuses control flow), so synchronized statistics
-        # across replicas need the loop unrolled.
+        return step
+
+    def _unrolled(self, x, synchronized):
+        """Whether the time loop is a Python loop. tf.distribute cannot
+        all-reduce inside a tf.while_loop (its merge_call refuses control
+        flow), so synchronized statistics across replicas need the loop
+        unrolled."""
         unroll = self.unroll or (
-            batch_norm
-            and cell.synchronized
-            and _replicas.replicas_in_sync() > 1
+            synchronized and _replicas.replicas_in_sync() > 1
         )
-        if unroll and sequences.shape[1] is None:
+        if unroll and x.shape[1] is None:
             raise ValueError(
                 "A BNLSTM with synchronized=True needs inputs of a known "
                 "length under a tf.distribute strategy, because the time "
                 "loop is unrolled there; received input shape "
-                f"{tuple(sequences.shape)}"
+                f"{tuple(x.shape)}"
             )
-        # _fused() rules out both reasons to unroll.
-        if batch_norm and self._fused():
-            final, history = self._fused_recurrence(
-                xs, (h0, c0), recurrent_mask
-            )
-        else:
-            y_dtypes = (
-                (self.compute_dtype,) if self.return_sequences else ()
-            ) + (("float32",) if batch_norm else ())
-            final, history = _loop.scan(
-                step, (h0, c0), xs, y_dtypes, unroll,
-                differentiated=batch_norm,
-                jit_compile=not batch_norm and self._fused(),
-            )
+        return unroll
 
-        outputs = None
+    def _outputs(self, final, outputs, alignment):
+        """`(last_output, outputs, final)` in Keras' order and masking
+        conventions: a masked position repeats the output before it, zero
+        before the first real step (or always, with
+        `zero_output_for_mask`)."""
         last_output = final[0]
+        if alignment is None:
+            if self.return_sequences:
+                last_output = outputs[:, -1]
+            return last_output, outputs, final
         if self.return_sequences:
-            outputs = time_major(history[0])
-            if self.zero_output_for_mask and weights is not None:
-                outputs = outputs * weights
-            last_output = outputs[:, -1]
-        elif self.zero_output_for_mask and weights is not None:
-            last_output = last_output * weights[:, -1]
-        if batch_norm:
+            outputs = alignment.scatter(outputs)
+            if self.zero_output_for_mask:
+                outputs = outputs * alignment.mask
+            return outputs[:, -1], outputs, final
+        last_output = last_output * alignment.any_real
+        if self.zero_output_for_mask:
+            last_output = last_output * alignment.mask[:, -1]
+        return last_output, None, final
+
+    def _update_statistics(self, steps, counts, batch_stats):
+        cell = self.cell
+        statistics, moving_count = moving_average_update(
+            _values(cell.statistics), ops.convert_to_tensor(cell.moving_count),
+            cell.momentum, steps, counts, batch_stats,
+        )
+        for key, variable in cell.statistics.items():
+            variable.assign(statistics[key])
+        cell.moving_count.assign(moving_count)
+
+    # The reference sample and the refresh of the statistics from it.
+
+    def _remember(self, x, weights, h0, c0, offset):
+        """Keeps the batch in the reference sample (see `ReferenceSample`):
+        a stateful layer only a batch whose steps reach a row of their
+        own. With synchronized statistics, the global batch: every
+        replica then refreshes from the same sample, as one device
+        would."""
+        if self.reference_sample is None:
+            return
+        keep = True
+        if self.stateful:
+            keep = offset < self.cell.max_timesteps
+        if self.cell.synchronized:
             if weights is None:
-                counts = ops.full((length,), batch_size, dtype="float32")
-            else:
-                counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
-            if cell.synchronized:
-                counts = _replicas.replica_sum(counts)
-            width = 4 * cell.units
-            h_mean, h_variance, c_mean, c_variance = ops.split(
-                history[-1],
-                [width, 2 * width, 2 * width + cell.units],
-                axis=-1,
+                weights = ops.ones_like(x[..., :1])
+            x, weights, h0, c0 = (
+                _replicas.replica_concat(t) for t in (x, weights, h0, c0)
             )
-            batch_stats = {
-                ("x", "mean"): x_moments[0],
-                ("x", "variance"): x_moments[1],
-                ("h", "mean"): h_mean,
-                ("h", "variance"): h_variance,
-                ("c", "mean"): c_mean,
-                ("c", "variance"): c_variance,
-            }
-            if collector is not None:
-                collector(steps, counts, batch_stats)
-            else:
-                update_population_statistics(
-                    cell, steps, counts, batch_stats
-                )
-        return last_output, outputs, final
+        self.reference_sample.remember(x, weights, h0, c0, offset, keep)
+
+    def _current_statistics(self):
+        """The population statistics for inference: re-estimated from the
+        reference sample first if the layer trained since they were last
+        (in the traced function, a conditional that costs nothing once
+        they are fresh)."""
+        sample = self.reference_sample
+        if sample is None:
+            return None
+        statistics = _loop.cond(
+            sample.stale,
+            self._refreshed_statistics,
+            lambda: _values(self.cell.statistics),
+        )
+        statistics = {k: ops.stop_gradient(v) for k, v in statistics.items()}
+        for key, variable in self.cell.statistics.items():
+            variable.assign(statistics[key])
+        sample.mark_fresh()
+        return statistics
+
+    def _refreshed_statistics(self):
+        """The population statistics with each row the reference sample
+        reaches replaced by its moments under the current weights: one
+        pass over the sample as one batch, normalized with its batch
+        moments as in training, without dropout or gradient, with batch
+        moments of the local replica only. On TensorFlow it runs a
+        compiled loop of its own, which XLA compiles once per layer shape
+        in a process."""
+        x, weights, h0, c0, offset = self.reference_sample.contents()
+        _, _, (steps, counts, batch_stats) = self._recurrence(
+            ops.cast(x, self.compute_dtype), weights,
+            (ops.cast(h0, self.compute_dtype),
+             ops.cast(c0, self.compute_dtype), offset),
+            batch_norm=True, statistics=None, dropout_masks=(None, None),
+            return_sequences=False, synchronized=False, differentiated=False,
+        )
+        return batch_replacement(
+            _values(self.cell.statistics), steps, counts, batch_stats
+        )
+
+    @property
+    def statistics_stale(self):
+        """Whether the layer trained since its population statistics were
+        last re-estimated (they are, at its next inference call)."""
+        if self.reference_sample is None:
+            return False
+        return bool(ops.convert_to_numpy(self.reference_sample.stale))
+
+    def refresh_statistics(self):
+        """Re-estimates the population statistics from the reference
+        sample now, if the layer trained since they last were. Inference
+        does this by itself; so does saving."""
+        if self.statistics_stale:
+            self._current_statistics()
+
+    def save_own_variables(self, store):
+        # Before the cell saves the statistics: a saved model predicts as
+        # the live one does.
+        self.refresh_statistics()
+        super().save_own_variables(store)
 
     def _fused(self):
         """Whether the recurrence runs XLA-compiled: in training,
         `_tf_fused`'s loops; in traced inference, `_loop.scan`'s."""
-        return self.use_xla is not False and not self._xla_unavailable()
+        return self._xla_setting() is not False and not self._xla_unavailable()
+
+    def _xla_setting(self):
+        """`use_xla`, or `use_cudnn`, its other name, where it is 'auto'."""
+        return self.use_cudnn if self.use_xla == "auto" else self.use_xla
 
     def _xla_unavailable(self):
         """What the compiled recurrence needs that this layer lacks, in
@@ -522,7 +754,8 @@ class BNLSTM(keras.layers.RNN):
         missing = [need for need, met in needs.items() if not met]
         return ", ".join(missing) if missing else None
 
-    def _fused_recurrence(self, xs, initial_state, recurrent_mask):
+    def _fused_recurrence(self, xs, initial_state, recurrent_mask,
+                          return_sequences):
         # Imported here: on JAX or PyTorch, TensorFlow need not be installed.
         from pybnlstm import _tf_fused
 
@@ -531,7 +764,7 @@ class BNLSTM(keras.layers.RNN):
         run = _tf_fused.training_recurrence(
             cell.units,
             cell.epsilon,
-            self.return_sequences,
+            return_sequences,
             weights is not None,
             recurrent_mask is not None,
         )
@@ -545,8 +778,21 @@ class BNLSTM(keras.layers.RNN):
             weights,
             recurrent_mask,
         )
-        history = ((outputs,) if self.return_sequences else ()) + (moments,)
+        history = ((outputs,) if return_sequences else ()) + (moments,)
         return (h, c), history
+
+    def _fused_statistics(self, xs, h0, c0):
+        from pybnlstm import _tf_fused
+
+        cell = self.cell
+        run = _tf_fused.statistics_recurrence(cell.epsilon, "weights" in xs)
+        return run(
+            xs["x"], xs["norm"], h0, c0,
+            *(ops.copy(v) for v in (
+                cell.kernel, cell.recurrent_kernel, cell.gamma_h,
+                cell.gamma_c, cell.beta_c)),
+            xs.get("weights"),
+        )
 
     def _dropout_mask(self, shape, rate=None):
         rate = self.dropout if rate is None else rate
@@ -562,7 +808,10 @@ class BNLSTM(keras.layers.RNN):
                 "dropout": self.dropout,
                 "recurrent_dropout": self.recurrent_dropout,
                 "seed": self.seed,
+                "statistics_sample": self.statistics_sample,
                 "use_xla": self.use_xla,
+                "use_cudnn": self.use_cudnn,
+                "implementation": self.implementation,
                 "activity_regularizer": keras.saving.serialize_keras_object(
                     self.activity_regularizer
                 ),
@@ -576,6 +825,67 @@ class BNLSTM(keras.layers.RNN):
     def from_config(cls, config):
         return cls(**config)
 
+
+def _values(variables):
+    """`{key: variable}` as tensors. JAX would capture a variable passed to
+    one of its functions as a constant of the compiled step."""
+    return {key: ops.convert_to_tensor(v) for key, v in variables.items()}
+
+
+def _time_major(t):
+    return ops.moveaxis(t, 1, 0)
+
+
+def _packed(norm):
+    """The per-step normalization inputs as one tensor (see `_step`)."""
+    return ops.concatenate(list(norm.values()), axis=-1)
+
+
+class _Alignment:
+    """Each sequence's real (unmasked) steps moved to the front, in order.
+
+    The t-th real step of every sequence then sits at step t and is
+    normalized with statistics row t, whatever padding came before it, in
+    front, behind or between: a sequence gives the same outputs padded or
+    not, and in training the moments of row t pool the t-th real step of
+    every sequence that has one. Keras' cuDNN path aligns a backward
+    sequence the same way (`tf.reverse_sequence` by length). Masked steps
+    keep the state as they always did, so the state is unchanged by the
+    move; only the statistics row a step uses is.
+
+    Args:
+        mask: `(batch, timesteps)` boolean mask, steps in processing order.
+        dtype: the dtype of the weights.
+    """
+
+    def __init__(self, mask, dtype):
+        real = ops.cast(mask, "int32")
+        # Real steps up to and including each position.
+        self.real_before = ops.cumsum(real, axis=1)
+        length = self.real_before[:, -1:]
+        padding_before = ops.cumsum(1 - real, axis=1)
+        destination = ops.where(
+            mask, self.real_before - 1, length + padding_before - 1
+        )
+        # The keys are distinct, so any sort gives the one inverse.
+        self.source = ops.argsort(destination, axis=1)
+        positions = ops.arange(ops.shape(real)[1], dtype="int32")[None]
+        self.weights = ops.cast(positions < length, dtype)[..., None]
+        self.mask = ops.cast(mask, dtype)[..., None]
+        self.any_real = ops.cast(length > 0, dtype)
+
+    def gather(self, x):
+        """`x` with each sequence's real steps first."""
+        return ops.take_along_axis(x, self.source[..., None], axis=1)
+
+    def scatter(self, outputs):
+        """Outputs of aligned steps back at their positions: each position
+        gets the output of the last real step at or before it, or zeros
+        before the first."""
+        padded = ops.pad(outputs, [[0, 0], [1, 0], [0, 0]])
+        return ops.take_along_axis(
+            padded, self.real_before[..., None], axis=1
+        )
 
 
 def _cell_property(name):
@@ -592,7 +902,7 @@ for _name in (
     "gamma_initializer beta_initializer kernel_regularizer "
     "recurrent_regularizer bias_regularizer kernel_constraint "
     "recurrent_constraint bias_constraint max_timesteps momentum epsilon "
-    "synchronized"
+    "input_statistics synchronized"
 ).split():
     setattr(BNLSTM, _name, _cell_property(_name))
 del _name

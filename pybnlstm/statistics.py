@@ -1,5 +1,5 @@
 """Population statistics: the debiased moving averages that training keeps,
-and their exact re-estimation over a data set.
+and the statistics of one batch as they replace them.
 
 Keras-style moving averages start at mean 0 and variance 1. The recurrent
 term `h U` of a BN-LSTM has a variance near 1e-3 (the gammas start at 0.1),
@@ -7,13 +7,11 @@ so plain averages stay wrong for hundreds of updates and inference is off
 by orders of magnitude. Here each time-step row counts its updates, and the
 n-th update uses the weight `(1 - momentum) / (1 - momentum**n)`: the first
 takes the batch statistic itself, later ones tend to the usual average.
+
+Both functions work on values, not variables, so that a layer can run them
+inside any backend's compiled function and assign the results itself.
 """
 
-import contextlib
-import math
-
-import keras
-import numpy as np
 from keras import ops
 
 
@@ -32,360 +30,76 @@ def update_weights(momentum, counts):
     return ops.where(counts > 0, weight, 0.0)
 
 
-def fill_unvisited_rows(cell):
-    """Rows never updated take the values of the nearest updated row
-    before them, so that the `moving_*` weights hold what inference uses."""
-    visited = ops.cast(cell.moving_count > 0, "int32")
+def filled_rows(statistics, moving_count):
+    """`statistics` with each row never updated (count 0) replaced by the
+    nearest updated row before it, so that the stored values are what
+    inference uses."""
+    visited = ops.cast(moving_count > 0, "int32")
     seen = ops.cumsum(visited)
     # The k-th visited row is where the running count first reaches k.
     source = ops.searchsorted(seen, seen, side="left")
-    source = ops.where(seen > 0, source, ops.arange(cell.max_timesteps))
-    for variable in cell.statistics.values():
-        variable.assign(ops.take(variable, source, axis=0))
+    source = ops.where(seen > 0, source, ops.arange(seen.shape[0]))
+    return {
+        key: ops.take(value, source, axis=0)
+        for key, value in statistics.items()
+    }
 
 
-def update_population_statistics(cell, steps, counts, batch_stats):
+def _row_selector(steps, counts, max_timesteps):
+    """`(rows, selector, hit)`: each step's row, the `(max_timesteps,
+    timesteps)` 0/1 matrix that sends a step's values to its row (steps
+    with no sample, and steps past the last row, send nothing), and how
+    many steps each row receives. A matmul with it makes a row-wise
+    update one product per statistic, on every backend."""
+    rows = ops.clip(steps, 0, max_timesteps - 1)
+    valid = ops.logical_and(steps < max_timesteps, counts > 0)
+    selector = ops.transpose(
+        ops.one_hot(rows, max_timesteps) * ops.cast(valid, "float32")[:, None]
+    )
+    return rows, selector, ops.sum(selector, axis=1)
+
+
+def moving_average_update(statistics, moving_count, momentum, steps, counts,
+                          batch_stats):
     """One debiased moving-average update from a batch.
 
     Args:
-        cell: the built `BNLSTMCell` that owns the statistics.
+        statistics: `{(part, stat): (max_timesteps, features)}` float32
+            values of the population statistics.
+        moving_count: float32 `(max_timesteps,)`, the updates of each row.
+        momentum: the momentum of the averages.
         steps: int32 `(timesteps,)`, the time-step index of each step.
         counts: float32 `(timesteps,)`, the unmasked samples at each step;
             steps without any, and steps past the last row, are left out.
         batch_stats: `{(part, stat): (timesteps, features)}` float32 batch
-            moments, keyed like `cell.statistics`.
-    """
-    rows = ops.clip(steps, 0, cell.max_timesteps - 1)
-    valid = ops.logical_and(steps < cell.max_timesteps, counts > 0)
-    # A (max_timesteps, timesteps) selector turns the row-wise update into
-    # one matmul per statistic, on every backend.
-    selector = ops.transpose(
-        ops.one_hot(rows, cell.max_timesteps)
-        * ops.cast(valid, "float32")[:, None]
-    )
-    hit = ops.sum(selector, axis=1)
-    updated_counts = cell.moving_count + hit
-    weight = ops.take(update_weights(cell.momentum, updated_counts), rows)
-    weight = weight[:, None]
-    for key, variable in cell.statistics.items():
-        # Blended as (1 - w) * old + w * new, exact when w is 1.
-        rows_now = (1.0 - weight) * ops.take(variable, rows, axis=0)
-        rows_now = rows_now + weight * batch_stats[key]
-        kept = variable * (1.0 - hit[:, None])
-        variable.assign(kept + ops.matmul(selector, rows_now))
-    cell.moving_count.assign(updated_counts)
-    fill_unvisited_rows(cell)
-
-
-class _Sums:
-    """Pooled per-step moments of the batches one layer reports, per row.
-
-    The population moments are pooled with the law of total variance: the
-    variance is the sample-weighted mean of each batch's variance plus the
-    spread of the batch means around the overall mean. This is exact for
-    the data whatever order its batches come in, so windows cut in date
-    order (whose batches each cover a few similar days) get the same
-    statistics as shuffled ones.
-    """
-
-    def __init__(self, cell):
-        self.cell = cell
-        self.keys = list(cell.statistics)
-        self.batches = np.zeros(cell.max_timesteps)
-        self.samples = np.zeros(cell.max_timesteps)
-        self.sums = {
-            key: np.zeros(tuple(variable.shape))
-            for key, variable in cell.statistics.items()
-        }
-
-    def add(self, steps, counts, stats):
-        """Adds one batch: `stats` lists the moments in `self.keys` order."""
-        steps = ops.convert_to_numpy(steps)
-        counts = ops.convert_to_numpy(counts).astype("float64")
-        valid = (steps < self.cell.max_timesteps) & (counts > 0)
-        rows = steps[valid]
-        n = counts[valid, None]
-        self.batches[rows] += 1
-        self.samples[rows] += counts[valid]
-        moments = {
-            key: ops.convert_to_numpy(value)[valid].astype("float64")
-            for key, value in zip(self.keys, stats)
-        }
-        for (part, stat), value in moments.items():
-            if stat == "variance":
-                # Sums of squares: the batch variance plus its squared mean.
-                value = value + np.square(moments[(part, "mean")])
-            self.sums[(part, stat)][rows] += n * value
-
-    def apply(self):
-        """Sets the rows that saw data to the pooled moments; returns the
-        largest change of each statistic."""
-        seen = self.batches > 0
-        n = self.samples[seen, None]
-        pooled = {}
-        for part, stat in self.keys:
-            if stat == "mean":
-                pooled[(part, stat)] = self.sums[(part, stat)][seen] / n
-        for part, stat in self.keys:
-            if stat == "variance":
-                mean = pooled[(part, "mean")]
-                pooled[(part, stat)] = np.maximum(
-                    self.sums[(part, stat)][seen] / n - np.square(mean), 0.0
-                )
-        changes = {}
-        for key, variable in self.cell.statistics.items():
-            old = ops.convert_to_numpy(variable)
-            new = old.copy()
-            new[seen] = pooled[key]
-            variable.assign(new)
-            changes[variable.name] = float(np.max(np.abs(new - old)))
-        counts = ops.convert_to_numpy(self.cell.moving_count).copy()
-        counts[seen] = self.batches[seen]
-        self.cell.moving_count.assign(counts)
-        fill_unvisited_rows(self.cell)
-        return {"rows": int(seen.sum()), "max_change": changes}
-
-
-def bnlstm_layers(layer):
-    """Every BNLSTM in a model or layer, nested models and wrappers (such
-    as `Bidirectional`) included, each once."""
-    from pybnlstm.layer import BNLSTM
-
-    found, stack, seen = [], [layer], set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, BNLSTM):
-            found.append(current)
-            continue
-        children = list(getattr(current, "layers", None) or [])
-        for name in ("layer", "forward_layer", "backward_layer"):
-            child = getattr(current, name, None)
-            if isinstance(child, keras.layers.Layer):
-                children.append(child)
-        stack.extend(reversed(children))
-    return found
-
-
-def _inputs_of(element):
-    """The model input of a data element: `x` of `(x, y)` or `(x, y, w)`."""
-    if isinstance(element, tuple) and len(element) in (2, 3):
-        return element[0]
-    return element
-
-
-def _batches(data, batch_size, steps, shuffle):
-    """Yields `(inputs, total)` batches from arrays, a dataset or a
-    generator; `total` is the number of batches when it can be known."""
-    data = _inputs_of(data)
-    if hasattr(data, "shape") and hasattr(data, "__getitem__"):
-        total = math.ceil(data.shape[0] / batch_size)
-        if steps is not None:
-            total = min(total, steps)
-        if shuffle:
-            data = np.asarray(data)
-            order = np.random.default_rng(SHUFFLE_SEED).permutation(len(data))
-        for i in range(total):
-            rows = slice(i * batch_size, (i + 1) * batch_size)
-            yield (data[order[rows]] if shuffle else data[rows]), total
-        return
-    total = steps
-    if total is None and hasattr(data, "__len__"):
-        total = len(data)
-    for i, element in enumerate(data):
-        if steps is not None and i >= steps:
-            return
-        yield _inputs_of(element), total
-
-
-@contextlib.contextmanager
-def _collecting(records):
-    """Makes each layer append `(steps, counts, stats)` to its record list
-    on every call."""
-
-    def collector(record, keys):
-        def collect(steps, counts, batch_stats):
-            record.append((steps, counts, [batch_stats[k] for k in keys]))
-
-        return collect
-
-    for layer, record in records.items():
-        layer._statistics_collector = collector(record, list(
-            layer.cell.statistics))
-    try:
-        yield
-    finally:
-        for layer in records:
-            layer._statistics_collector = None
-
-
-def _forward(model, records):
-    """One forward pass that returns what the layers recorded; compiled on
-    TensorFlow, where an eager loop over time steps is slow."""
-
-    def forward(inputs):
-        for record in records.values():
-            record.clear()
-        model(inputs, training=False)
-        return [list(record) for record in records.values()]
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(forward, reduce_retracing=True)
-    return forward
-
-
-# Re-estimation draws array batches in one fixed order, so that it is
-# reproducible.
-SHUFFLE_SEED = 0
-
-
-def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1,
-                         shuffle=True):
-    """Re-estimates the population statistics of every BNLSTM in a model.
-
-    Runs the model over `data` in inference mode, except that each BNLSTM
-    normalizes with the batch moments of each time step (as in training,
-    without dropout), and sets each time-step row of its population
-    statistics to those moments pooled over all of `data`: the mean of the
-    batch means, and the mean of the batch variances plus the spread of the
-    batch means (the law of total variance), each batch weighted by its
-    samples. For shuffled batches this is the average of the batch moments
-    that Cooijmans et al. (2016) use; unlike that average, it does not
-    depend on the order of the data. Moving averages lag behind the
-    weights while they train; this does not. Trainable weights are left
-    untouched, rows the data never reach keep their values, and
-    `moving_count` becomes the number of batches averaged.
-
-    Use the same batch size as in training, and shuffled batches (the
-    default for arrays), as `fit()` draws them: the moments of `h` and `c`
-    depend on the batch each sample is normalized with, and batches of
-    neighbouring windows of one series are narrower than random ones.
-
-    Args:
-        model: a built Keras model or layer containing BNLSTM layers, at any
-            depth (nested models, `Bidirectional`).
-        data: the inputs: an array (or `(x, y)` / `(x, y, sample_weight)`
-            tuple of arrays), a `tf.data.Dataset`, or any iterable of
-            batches (a generator, a `keras.utils.PyDataset`).
-        batch_size: batch size for arrays. Default: 32.
-        steps: the number of batches to use, or `None` for all of `data`.
-        verbose: 0 for silence, 1 for a progress bar (the default).
-        shuffle: whether to draw array batches in a fixed random order
-            (permutation seed `SHUFFLE_SEED`) rather than in the data's
-            order. Default: True. Datasets and generators are read as they
-            come.
+            moments, keyed like `statistics`.
 
     Returns:
-        A dict from each BNLSTM layer's path to `{"batches", "rows",
-        "max_change"}`: the batches averaged, the time-step rows
-        re-estimated, and the largest absolute change of each statistic.
-
-    Example:
-
-    >>> model.fit(x_train, y_train, epochs=3)
-    >>> changes = pybnlstm.recompute_statistics(model, x_train)
+        `(statistics, moving_count)`, updated, with rows never updated
+        filled in (see `filled_rows`).
     """
-    layers = bnlstm_layers(model)
-    if not layers:
-        raise ValueError(
-            "Received a model with no BNLSTM layer for argument `model`."
-        )
-    if not all(layer.built for layer in layers):
-        raise ValueError(
-            "Received a model that is not built for argument `model`; call "
-            "it on data (or build it) first."
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `batch_size`, expected "
-            f"a positive integer, got {batch_size!r}"
-        )
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `steps`, expected a "
-            f"positive integer or None, got {steps!r}"
-        )
-    sums = {layer: _Sums(layer.cell) for layer in layers}
-    records = {layer: [] for layer in layers}
-    batches = 0
-    progress = None
-    with _collecting(records):
-        forward = _forward(model, records)
-        for inputs, total in _batches(data, batch_size, steps, shuffle):
-            if progress is None:
-                progress = keras.utils.Progbar(
-                    total, verbose=verbose, unit_name="batch"
-                )
-            for layer, calls in zip(layers, forward(inputs)):
-                for steps_, counts, stats in calls:
-                    sums[layer].add(steps_, counts, stats)
-            batches += 1
-            progress.update(batches)
-    if batches == 0:
-        raise ValueError("Received no batch in argument `data`.")
+    max_timesteps = moving_count.shape[0]
+    rows, selector, hit = _row_selector(steps, counts, max_timesteps)
+    updated_counts = moving_count + hit
+    weight = ops.take(update_weights(momentum, updated_counts), rows)
+    weight = weight[:, None]
+    updated = {}
+    for key, value in statistics.items():
+        # Blended as (1 - w) * old + w * new, exact when w is 1.
+        rows_now = (1.0 - weight) * ops.take(value, rows, axis=0)
+        rows_now = rows_now + weight * batch_stats[key]
+        kept = value * (1.0 - hit[:, None])
+        updated[key] = kept + ops.matmul(selector, rows_now)
+    return filled_rows(updated, updated_counts), updated_counts
+
+
+def batch_replacement(statistics, steps, counts, batch_stats):
+    """The rows a batch reaches set to its moments exactly; the others as
+    they were. Arguments as for `moving_average_update`."""
+    max_timesteps = next(iter(statistics.values())).shape[0]
+    _, selector, hit = _row_selector(steps, counts, max_timesteps)
     return {
-        layer.path: {"batches": batches, **sums[layer].apply()}
-        for layer in layers
+        key: value * (1.0 - hit[:, None])
+        + ops.matmul(selector, batch_stats[key])
+        for key, value in statistics.items()
     }
-
-
-class RecomputeStatistics(keras.callbacks.Callback):
-    """Re-estimates the BNLSTM population statistics during `fit()`.
-
-    At the end of training, and by default before each validation pass (so
-    that `val_loss`, and early stopping on it, see statistics that match the
-    current weights), it calls `pybnlstm.recompute_statistics` on `data`.
-
-    Place it after an `EarlyStopping(restore_best_weights=True)` in the
-    callback list, so that it re-estimates for the restored weights.
-
-    Args:
-        data: the training inputs, as for `recompute_statistics`.
-        batch_size: batch size for arrays; use the training batch size.
-            Default: 32.
-        steps: the number of batches to use, or `None` for all.
-        before_validation: Boolean (default `True`): also re-estimate
-            before each validation pass.
-        verbose: 0 for silence (the default, beside fit's own progress
-            bar), 1 for a progress bar.
-        shuffle: draw array batches in a fixed random order. Default: True.
-
-    Example:
-
-    >>> model.fit(x, y, validation_split=0.2, epochs=10,
-    ...           callbacks=[pybnlstm.RecomputeStatistics(x)])
-    """
-
-    def __init__(self, data, batch_size=32, steps=None,
-                 before_validation=True, verbose=0, shuffle=True):
-        super().__init__()
-        self.shuffle = bool(shuffle)
-        self.data = data
-        self.batch_size = batch_size
-        self.steps = steps
-        self.before_validation = bool(before_validation)
-        self.verbose = verbose
-        self._training = False
-
-    def _recompute(self):
-        recompute_statistics(self.model, self.data, self.batch_size,
-                             self.steps, self.verbose, self.shuffle)
-
-    def on_train_begin(self, logs=None):
-        self._training = True
-
-    def on_test_begin(self, logs=None):
-        if self._training and self.before_validation:
-            self._recompute()
-
-    def on_train_end(self, logs=None):
-        self._training = False
-        self._recompute()

@@ -25,10 +25,11 @@ def assert_equal(actual, desired):
 
 
 def randomize(layer, seed=0):
-    """Gives every weight of a built BNLSTM a random, non-default value, so
-    that no term of the equations can hide behind an initializer."""
+    """Gives every weight of a built BNLSTM's cell a random, non-default
+    value, so that no term of the equations can hide behind an
+    initializer."""
     rng = np.random.default_rng(seed)
-    for v in layer.weights:
+    for v in layer.cell.weights:
         shape = tuple(v.shape)
         if v.name == "moving_count":
             value = rng.integers(0, 4, shape)

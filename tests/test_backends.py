@@ -20,6 +20,8 @@ SUITES = [
     "test_layer.py",
     "test_serialization.py",
     "test_statistics.py",
+    "test_refresh.py",
+    "test_padding.py",
     "test_mixed_precision.py",
 ]
 

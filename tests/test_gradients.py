@@ -133,7 +133,10 @@ def test_use_xla_picks_the_recurrence(monkeypatch, rng):
 
     assert trains_compiled()
     assert trains_compiled(use_xla=True)
+    # keras.layers.LSTM's name for it, and its ignored `implementation`.
+    assert trains_compiled(use_cudnn=True, implementation=1)
     for kwargs in (dict(use_xla=False),
+                   dict(use_cudnn=False),
                    dict(activation="softsign"),
                    dict(recurrent_activation="hard_sigmoid"),
                    dict(synchronized=True),

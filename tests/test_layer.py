@@ -23,6 +23,11 @@ WEIGHT_SHAPES = {
     "moving_mean_c": (5, 4),
     "moving_variance_c": (5, 4),
     "moving_count": (5,),
+    # The reference sample: 512 sequences of 5 steps of 3 features and
+    # their weight, their initial states, and its bookkeeping.
+    "reference_sequences": (512, 5, 4),
+    "reference_states": (512, 8),
+    "reference_status": (4,),
 }
 
 
@@ -34,6 +39,10 @@ def test_weight_names_and_shapes():
     assert trainable == {"kernel", "recurrent_kernel", "bias", "gamma_x",
                          "gamma_h", "gamma_c", "beta_c"}
     assert all(w.dtype == "float32" for w in layer.non_trainable_weights)
+    without = pybnlstm.BNLSTM(4, statistics_sample=0)
+    without.build((None, 5, 3))
+    assert {w.name for w in without.weights} == {
+        name for name in WEIGHT_SHAPES if not name.startswith("reference")}
 
 
 def test_max_timesteps_default_explicit_and_unknown():
@@ -70,6 +79,16 @@ def test_max_timesteps_default_explicit_and_unknown():
         (dict(units=4, max_timesteps=2.0), TypeError, "`max_timesteps`"),
         (dict(units=4, seed="x"), TypeError, "`seed`"),
         (dict(units=4, synchronized=1), TypeError, "`synchronized`"),
+        (dict(units=4, statistics_sample=-1), ValueError,
+         "`statistics_sample`.*non-negative integer.*got -1"),
+        (dict(units=4, statistics_sample=1.5), TypeError,
+         "`statistics_sample`"),
+        (dict(units=4, input_statistics="time"), ValueError,
+         "`input_statistics`.*'step', 'sequence'.*'time'"),
+        (dict(units=4, use_xla="yes"), ValueError, "`use_xla`"),
+        (dict(units=4, use_cudnn=1), ValueError, "`use_cudnn`"),
+        (dict(units=4, use_xla=True, use_cudnn=False), ValueError,
+         "use_cudnn"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, words):
@@ -224,10 +243,14 @@ def test_fit_trains_statistics_and_predict_uses_them(rng):
     before = weights_of(layer)
     # A partial last batch (10 = 4 + 4 + 2) is fine.
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    after = weights_of(layer)
+    trained = weights_of(layer)
     for key in ("moving_mean_x", "moving_variance_h", "moving_mean_c",
                 "kernel", "gamma_h"):
-        assert not np.allclose(after[key], before[key]), key
+        assert not np.allclose(trained[key], before[key]), key
+    # The first inference re-estimates the statistics (test_refresh.py);
+    # later ones change no weight.
+    model.evaluate(x, y, verbose=0)
+    after = weights_of(layer)
     model.evaluate(x, y, verbose=0)
     model.predict(x, verbose=0)
     for key, value in weights_of(layer).items():

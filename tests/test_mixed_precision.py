@@ -99,5 +99,7 @@ def test_model_trains_saves_and_reloads(rng, global_policy, tmp_path):
     reloaded = keras.saving.load_model(path, compile=False)
     assert reloaded.layers[0].dtype_policy.name == global_policy
     for a, b in zip(model.weights, reloaded.weights):
-        assert_equal(a, b)
+        # The reference sample of training sequences is never saved.
+        if not a.name.startswith("reference_"):
+            assert_equal(a, b)
     assert_equal(reloaded.predict(x, verbose=0), prediction)

@@ -35,6 +35,10 @@ NON_DEFAULT = dict(
     go_backwards=True,
     unroll=True,
     use_xla=False,
+    use_cudnn=False,
+    implementation=1,
+    input_statistics="sequence",
+    statistics_sample=17,
 )
 
 
@@ -54,7 +58,8 @@ def test_layer_config_round_trip():
     for key in ("units", "dropout", "recurrent_dropout", "seed",
                 "max_timesteps", "momentum", "epsilon", "go_backwards",
                 "unroll", "return_state", "use_bias", "unit_forget_bias",
-                "use_xla"):
+                "use_xla", "use_cudnn", "implementation", "input_statistics",
+                "statistics_sample"):
         assert getattr(clone, key) == NON_DEFAULT[key], key
     assert clone.activation is keras.activations.relu
     assert_close(
@@ -93,6 +98,20 @@ LOAD_SCRIPT = textwrap.dedent("""
 """)
 
 
+def saved_arrays(path):
+    """Every array stored in a `.keras` file's weights, by path."""
+    import h5py
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        archive.extract("model.weights.h5", path.parent)
+    arrays = {}
+    with h5py.File(path.parent / "model.weights.h5") as weights:
+        weights.visititems(lambda name, item: arrays.update(
+            {name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
 def test_keras_file_loads_in_another_process(rng, tmp_path):
     x = rng.normal(size=(12, 5, 3)).astype("float32")
     model = keras.Sequential([
@@ -103,18 +122,32 @@ def test_keras_file_loads_in_another_process(rng, tmp_path):
     ])
     model.compile("adam", "mse")
     model.fit(x, rng.normal(size=(12, 1)), epochs=2, batch_size=5, verbose=0)
+    layer = model.layers[0]
     path, data, out = (tmp_path / "m.keras", tmp_path / "x.npy",
                        tmp_path / "out.npz")
+    assert layer.statistics_stale
+    # Saving re-estimates the statistics first, as a prediction would.
     model.save(path)
+    assert not layer.statistics_stale
     np.save(data, x)
     subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(path), str(data),
                     str(out)], check=True)
     loaded = np.load(out)
     assert_equal(loaded["prediction"],
                                   model.predict(x, verbose=0))
-    layer = model.layers[0]
-    for w in layer.weights:
+    for w in layer.cell.weights:
         assert_equal(loaded[w.name], w.numpy())
     assert np.any(layer.cell.moving_variance_h.numpy() != 1.0)
     # The update counts travel too (2 epochs of 3 batches).
     assert_equal(loaded["moving_count"], [6.0] * 5)
+    # The file holds no training data: the reference sample stays behind,
+    # and the loaded layer's is empty.
+    stored = saved_arrays(path)
+    sequences = tuple(layer.reference_sample.sequences.shape)
+    assert not any(a.shape == sequences for a in stored.values())
+    layer_arrays = [a for name, a in stored.items()
+                    if name.startswith("layers/")]
+    assert sum(a.size for a in layer_arrays) == sum(
+        int(np.prod(w.shape)) for w in model.weights
+        if not w.name.startswith("reference"))
+    assert not loaded["reference_sequences"].any()
