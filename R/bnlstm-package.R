@@ -16,7 +16,8 @@
 #' Main functions:
 #' * [layer_bn_lstm()]: the layer.
 #' * [recompute_statistics()] and [callback_bn_lstm_statistics()]:
-#'   population statistics that match the trained weights exactly.
+#'   population statistics pooled over a whole data set (the layer keeps
+#'   them exact for its weights without them).
 #' * [install_bnlstm()]: the Python side.
 #'
 #' Saving: a model saved with `save_model()` or `model$save()` loads with

@@ -19,14 +19,23 @@ is_whole_number <- function(value) {
     is.finite(value) && value == round(value)
 }
 
-check_count <- function(value, name, null_ok = FALSE) {
+check_count <- function(value, name, null_ok = FALSE, zero_ok = FALSE) {
   if (null_ok && is.null(value)) {
     return(NULL)
   }
-  if (!is_whole_number(value) || value < 1) {
-    stop_argument(name, "a positive whole number", value)
+  if (!is_whole_number(value) || value < (if (zero_ok) 0 else 1)) {
+    stop_argument(name, if (zero_ok) "a whole number >= 0" else
+      "a positive whole number", value)
   }
   as.integer(value)
+}
+
+check_choice <- function(value, name, choices) {
+  if (!is.character(value) || length(value) != 1 || !value %in% choices) {
+    stop_argument(name, paste0("one of ", paste0("\"", choices, "\"",
+                                                 collapse = ", ")), value)
+  }
+  value
 }
 
 check_fraction <- function(value, name, upper_inclusive = FALSE) {

@@ -11,12 +11,22 @@
 #' ```
 #'
 #' In training, `BN_t` uses the batch moments of step t and the layer keeps
-#' per-step population statistics (debiased moving averages); in inference
-#' it uses those, so a prediction never depends on the rest of its batch
-#' and any batch size works. Steps past `max_timesteps` reuse the last
-#' step's statistics. For statistics that match the trained weights
-#' exactly, add [callback_bn_lstm_statistics()] to `fit()` or call
-#' [recompute_statistics()] after it.
+#' per-step population statistics; in inference it uses those, so a
+#' prediction never depends on the rest of its batch and any batch size
+#' works. Steps past `max_timesteps` reuse the last step's statistics.
+#'
+#' The statistics match the weights without any extra step: the layer keeps
+#' its latest `statistics_sample` training sequences, and its first
+#' inference after training (`predict()`, `evaluate()`, the validation of
+#' `fit()`) re-estimates the statistics from them with the weights as they
+#' are. Saving a model does so first too; the sample itself is never saved.
+#' [recompute_statistics()] pools the statistics over a whole data set
+#' instead.
+#'
+#' With a mask (`layer_masking()`, or an embedding with `mask_zero = TRUE`),
+#' time steps count per sequence: the t-th unmasked step of each sequence
+#' uses the statistics of step t, so padding (in front, as
+#' `pad_sequences()` pads, or behind) never changes a prediction.
 #'
 #' Only the arguments you give reach Python; the others keep the Python
 #' layer's defaults, shown here.
@@ -55,6 +65,15 @@
 #'   Default: `0.5`.
 #' @param epsilon Positive number added to the variances. Default:
 #'   `0.001`.
+#' @param input_statistics `"step"` or `"sequence"`: normalize the input
+#'   term with statistics of its own time step, or with statistics shared
+#'   by all time steps (the paper's option for sequences of varied length;
+#'   the recurrent and cell terms keep per-step statistics). Default:
+#'   `"step"`.
+#' @param statistics_sample Whole number >= 0, how many of its latest
+#'   training sequences the layer keeps to re-estimate its statistics
+#'   before inference; `0` keeps none, and inference then uses moving
+#'   averages of the training batches' statistics. Default: `512`.
 #' @param synchronized If `TRUE`, the batch statistics span every replica
 #'   of a TensorFlow distribution strategy, so that two replicas of 32
 #'   normalize as one batch of 64. TensorFlow backend only. Default:
@@ -80,14 +99,15 @@
 #'   `input_shape` and a Sequential `object`.
 #' @param name Name of the layer.
 #' @param ... Further keyword arguments for the Python layer, such as
-#'   `dtype` or `trainable`.
+#'   `dtype`, `trainable`, or `use_cudnn` (another name for `use_xla`, as
+#'   code written for `layer_lstm()` may pass it).
 #'
 #' @return Depends on `object`: the layer, the model (invisibly), or the
 #'   layer's output.
-#' @seealso [recompute_statistics()], [callback_bn_lstm_statistics()]
+#' @seealso [recompute_statistics()]
 #' @references Cooijmans, T. et al. (2016). Recurrent Batch Normalization.
 #'   <https://arxiv.org/abs/1603.09025>
-#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' @examplesIf reticulate::py_module_available("keras")
 #' keras <- reticulate::import("keras")
 #' # With keras3: keras_model_sequential() |> layer_bn_lstm(...) |> layer_dense(1)
 #' model <- keras$Sequential() |>
@@ -114,7 +134,8 @@ layer_bn_lstm <- function(object, units, activation = "tanh",
                           bias_constraint = NULL, dropout = 0,
                           recurrent_dropout = 0, seed = NULL,
                           max_timesteps = NULL, momentum = 0.5,
-                          epsilon = 0.001, synchronized = FALSE,
+                          epsilon = 0.001, input_statistics = "step",
+                          statistics_sample = 512, synchronized = FALSE,
                           return_sequences = FALSE,
                           return_state = FALSE, go_backwards = FALSE,
                           stateful = FALSE, unroll = FALSE,
@@ -139,6 +160,9 @@ bn_lstm_arguments <- function(args) {
     momentum = function(v, n) check_fraction(v, n, upper_inclusive = TRUE),
     epsilon = check_positive,
     max_timesteps = function(v, n) check_count(v, n, null_ok = TRUE),
+    statistics_sample = function(v, n) check_count(v, n, zero_ok = TRUE),
+    input_statistics = function(v, n) check_choice(v, n,
+                                                   c("step", "sequence")),
     seed = check_seed,
     input_shape = check_shape,
     batch_size = check_count,

@@ -5,9 +5,12 @@
 #' wrappers included) to the batch statistics pooled over all of `x` (for
 #' shuffled batches, the average Cooijmans et al. (2016) use; the variance
 #' adds the spread of the batch means, so the result does not depend on the
-#' order of the data). Moving averages lag behind the weights while they
-#' train; this does not. Trainable weights are left
-#' untouched.
+#' order of the data). Trainable weights are left untouched.
+#'
+#' Not needed for exact inference: after training, each layer re-estimates
+#' its statistics from a sample of its latest training sequences at its
+#' first inference call. This pools them over a whole data set instead, for
+#' example one other than the training data.
 #'
 #' @param model A built Keras model with BN-LSTM layers.
 #' @param x The training inputs: an R array (samples, timesteps,
@@ -24,7 +27,7 @@
 #'   averaged, the time-step rows re-estimated and the largest change of
 #'   each statistic.
 #' @seealso [callback_bn_lstm_statistics()]
-#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' @examplesIf reticulate::py_module_available("keras")
 #' keras <- reticulate::import("keras")
 #' x <- array(runif(4 * 5 * 2), c(4, 5, 2))
 #' model <- keras$Sequential() |> layer_bn_lstm(units = 3, input_shape = c(5, 2))
@@ -39,12 +42,14 @@ recompute_statistics <- function(model, x, batch_size = 32, steps = NULL,
   do.call(bnlstm_python()$recompute_statistics, c(list(model), args))
 }
 
-#' Callback that keeps BN-LSTM population statistics exact during `fit()`
+#' Callback that re-estimates BN-LSTM population statistics over a data set
+#' during `fit()`
 #'
-#' Before each validation pass (so that `val_loss`, and early stopping on
-#' it, see statistics that match the current weights) and at the end of
-#' training, re-estimates the population statistics with
-#' [recompute_statistics()]. Place it after an early-stopping callback that
+#' Before each validation pass and at the end of training, re-estimates the
+#' population statistics over `x` with [recompute_statistics()]. Without it,
+#' each layer already re-estimates them from a sample of its latest
+#' training sequences before validation and prediction; this pools them
+#' over all of `x` instead. Place it after an early-stopping callback that
 #' restores the best weights.
 #'
 #' @inheritParams recompute_statistics
@@ -53,7 +58,7 @@ recompute_statistics <- function(model, x, batch_size = 32, steps = NULL,
 #' @param verbose `0` (the default) for silence, `1` for a progress bar.
 #'
 #' @return A Keras callback, for `fit(callbacks = list(...))`.
-#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' @examplesIf reticulate::py_module_available("keras")
 #' x <- array(runif(4 * 5 * 2), c(4, 5, 2))
 #' callback <- callback_bn_lstm_statistics(x, batch_size = 2)
 #' @export

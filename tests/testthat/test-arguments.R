@@ -19,6 +19,14 @@ test_that("bad arguments fail in R, naming the argument", {
   expect_error(layer_bn_lstm(units = 4, use_xla = "yes"),
                "`use_xla`.*\"auto\", TRUE or FALSE")
   expect_error(layer_bn_lstm(units = 4, use_xla = NA), "`use_xla`")
+  expect_error(layer_bn_lstm(units = 4, input_statistics = "time"),
+               "`input_statistics`.*one of \"step\", \"sequence\"")
+  expect_error(layer_bn_lstm(units = 4, input_statistics = NA),
+               "`input_statistics`")
+  expect_error(layer_bn_lstm(units = 4, statistics_sample = -1),
+               "`statistics_sample`.*whole number >= 0")
+  expect_error(layer_bn_lstm(units = 4, statistics_sample = 2.5),
+               "`statistics_sample`")
   expect_error(layer_bn_lstm(units = 4, input_shape = c(0, 3)),
                "`input_shape`")
   expect_error(layer_bn_lstm(units = 4, input_shape = "10"), "`input_shape`")
@@ -64,6 +72,14 @@ test_that("only the given arguments are passed, numbers become integers", {
   expect_true(layer_bn_lstm(units = 4, synchronized = TRUE)$synchronized)
   expect_false(layer_bn_lstm(units = 4, use_xla = FALSE)$use_xla)
   expect_identical(layer_bn_lstm(units = 4)$use_xla, "auto")
+  expect_identical(layer_bn_lstm(units = 4)$statistics_sample, 512L)
+  expect_identical(
+    layer_bn_lstm(units = 4, statistics_sample = 0)$statistics_sample, 0L)
+  expect_identical(
+    layer_bn_lstm(units = 4, input_statistics = "sequence")$input_statistics,
+    "sequence")
+  # Code written for layer_lstm() may pass use_cudnn; it reaches Python.
+  expect_false(layer_bn_lstm(units = 4, use_cudnn = FALSE)$use_cudnn)
 })
 
 test_that("input_shape becomes a tuple, NA meaning unknown", {

@@ -68,7 +68,7 @@ test_that("a version mismatch is reported", {
   on.exit(state$checked <- TRUE)
   state$checked <- NULL
   expect_warning(bnlstm:::check_versions("0.0.0"),
-                 "pybnlstm is version 0.0.0")
+                 "pybnlstm in use is version 0.0.0")
 })
 
 test_that("a missing Python package gets an error that says what to do", {
@@ -78,7 +78,7 @@ test_that("a missing Python package gets an error that says what to do", {
     "r <- tryCatch(layer_bn_lstm(units = 4), error = conditionMessage)",
     "cat(r, '\\n')"
   ), script)
-  # A Python without pybnlstm: a bare virtual environment.
+  # A Python without Keras: a bare virtual environment.
   bare <- file.path(tempfile(), "venv")
   system2(reticulate::py_exe(), c("-m", "venv", "--without-pip", bare))
   env <- c(paste0("RETICULATE_PYTHON=", file.path(bare, "bin", "python")),
@@ -86,6 +86,53 @@ test_that("a missing Python package gets an error that says what to do", {
   out <- paste(system2(file.path(R.home("bin"), "Rscript"), script,
                        env = env, stdout = TRUE, stderr = TRUE),
                collapse = "\n")
-  expect_match(out, "pybnlstm")
+  expect_match(out, "keras, numpy, pandas cannot be found")
   expect_match(out, "install_bnlstm()", fixed = TRUE)
+})
+
+test_that("the plain path: the first predict after fit re-estimates", {
+  skip_if_no_bnlstm()
+  x <- random_array(24, 6, 2)
+  y <- random_array(24, 1)
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 4, input_shape = c(6, 2))
+  model$add(keras()$layers$Dense(1L))
+  model$compile(optimizer = "adam", loss = "mse")
+  layer <- model$layers[[1]]
+  model$fit(x, y, epochs = 1L, batch_size = 8L, verbose = 0L)
+  expect_true(layer$statistics_stale)
+  variance_h <- function() layer$cell$moving_variance_h$numpy()
+  before <- variance_h()
+  first <- model$predict(x, verbose = 0L)
+  expect_false(layer$statistics_stale)
+  expect_gt(max(abs(variance_h() - before)), 1e-6)
+  expect_equal(model$predict(x, verbose = 0L), first)
+})
+
+test_that("padding in front, as pad_sequences() does, changes nothing", {
+  skip_if_no_bnlstm()
+  set.seed(2)
+  lengths <- c(6, 3, 5, 2)
+  series <- lapply(lengths, function(n) matrix(runif(n * 2) + 0.5, n, 2))
+  # What pad_sequences() returns by default: zeros in front.
+  padded <- array(0, c(length(series), 6, 2))
+  for (i in seq_along(series)) {
+    n <- lengths[i]
+    padded[i, (6 - n + 1):6, ] <- series[[i]]
+  }
+  inputs <- keras()$Input(shape = reticulate::tuple(NULL, 2L))
+  masked <- keras()$layers$Masking(mask_value = 0)(inputs)
+  outputs <- masked |>
+    layer_bn_lstm(units = 4, max_timesteps = 6, return_sequences = TRUE) |>
+    layer_bn_lstm(units = 3, max_timesteps = 6)
+  model <- keras()$Model(inputs, outputs)
+  model$compile(optimizer = "adam", loss = "mse")
+  model$fit(padded, random_array(4, 3), epochs = 2L, batch_size = 2L,
+            verbose = 0L)
+  predicted <- model$predict(padded, verbose = 0L)
+  for (i in seq_along(series)) {
+    alone <- model$predict(array(series[[i]], c(1, lengths[i], 2)),
+                           verbose = 0L)
+    expect_lt(max(abs(predicted[i, ] - alone)), 1e-5)
+  }
 })
