@@ -61,7 +61,7 @@ read_daily_sales <- function() {
 #'   training period), `target`, `features`, `known_ahead`, `lookback`
 #'   and `horizon`. [inverse_scale()] turns scaled predictions back into
 #'   the target's units.
-#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' @examplesIf reticulate::py_module_available("keras")
 #' sales <- read_daily_sales()
 #' data <- prepare_forecast_data(
 #'   sales, "sales", lookback = 28,
@@ -163,7 +163,7 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
 #' @param column The column they belong to. Default: the target.
 #'
 #' @return `values` in the column's units.
-#' @examplesIf reticulate::py_module_available("pybnlstm")
+#' @examplesIf reticulate::py_module_available("keras")
 #' sales <- read_daily_sales()
 #' data <- prepare_forecast_data(sales, "sales", lookback = 28,
 #'                               train_end = "2016-12-31",

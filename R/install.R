@@ -1,31 +1,38 @@
-#' Install the Python side of bnlstm
+#' Install the Python packages bnlstm needs
 #'
-#' Installs the Python package `pybnlstm` (the layer's implementation),
-#' with Keras and TensorFlow, into a Python environment that reticulate can
-#' use.
+#' bnlstm carries its own copy of the Python package `pybnlstm` (the
+#' layer's implementation) and imports it from there, so the two always
+#' match. What it needs from a package index are Keras, TensorFlow, NumPy
+#' and pandas, in a Python environment that reticulate can use. With
+#' reticulate 1.41 or later, bnlstm declares them when it loads and
+#' reticulate provides them on its own; this function is for older
+#' reticulate, or for an environment of your choice. It also installs the
+#' carried copy of `pybnlstm` there, so that Python code in that
+#' environment can import it too.
 #'
 #' @param envname Name of (or path to) the virtual environment or conda
 #'   environment to install into. Default: `"r-bnlstm"`.
 #' @param method Installation method, passed to [reticulate::py_install()].
-#' @param package Where pybnlstm comes from: a pip requirement or a path
-#'   to a checkout of the bnlstm repository (its root holds
-#'   `pyproject.toml`). Default: the pip requirement
-#'   `pybnlstm==<the version of this R package>`, so that both sides match.
-#' @param extra_packages Further Python packages to install beside it.
+#' @param package Where pybnlstm comes from: `NULL` (the default) for the
+#'   copy bnlstm carries, or a pip requirement, or a path to a checkout of
+#'   the bnlstm repository (its root holds `pyproject.toml`).
+#' @param extra_packages The Python packages installed beside it from the
+#'   package index. Default: TensorFlow, Keras, NumPy and pandas.
 #' @param ... Further arguments passed to [reticulate::py_install()].
 #'
 #' @return The result of [reticulate::py_install()], invisibly.
 #' @examples
 #' \dontrun{
-#' install_bnlstm(package = "~/src/bnlstm")
+#' install_bnlstm()
 #' Sys.setenv(RETICULATE_PYTHON = reticulate::virtualenv_python("r-bnlstm"))
 #' }
 #' @export
 install_bnlstm <- function(envname = "r-bnlstm", method = "auto",
                            package = NULL,
-                           extra_packages = c("tensorflow", "keras"), ...) {
+                           extra_packages = c("tensorflow", "keras", "numpy",
+                                              "pandas"), ...) {
   if (is.null(package)) {
-    package <- paste0("pybnlstm==", utils::packageVersion("bnlstm"))
+    package <- system.file("python", package = "bnlstm")
   }
   check_string(package, "package")
   invisible(reticulate::py_install(

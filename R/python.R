@@ -1,13 +1,22 @@
-# The Python side. Imported lazily (delay_load): loading bnlstm never
-# starts Python, and a missing Python package is reported on first use.
+# The Python side. bnlstm carries its own copy of the Python module
+# (inst/python/pybnlstm, copied from the repository's pybnlstm/ when the
+# package is installed), so the two always match, and imports it lazily
+# (delay_load): loading bnlstm never starts Python.
 
 .bnlstm <- new.env(parent = emptyenv())
 
 .onLoad <- function(libname, pkgname) {
+  declare_python_requirements()
+  path <- pybnlstm_path()
   # When Python already runs (keras3 loaded first, or R embedded in Python),
-  # import() does not delay; a failure then waits for first use too.
+  # import_from_path() does not delay, and runs none of the hooks; a
+  # failure then waits for first use.
+  if (reticulate::py_available(initialize = FALSE)) {
+    warn_other_pybnlstm(path)
+  }
   .bnlstm$module <- tryCatch(
-    reticulate::import("pybnlstm", delay_load = list(
+    reticulate::import_from_path("pybnlstm", path, delay_load = list(
+      before_load = function() warn_other_pybnlstm(path),
       on_load = function() check_versions(),
       on_error = function(e) stop_missing_python(e)
     )),
@@ -16,11 +25,64 @@
   .bnlstm$keras <- reticulate::import("keras", delay_load = TRUE)
 }
 
+# Where pybnlstm is imported from: the copy bnlstm carries, unless the
+# option bnlstm.python_path names a folder that holds another (a
+# development checkout, for example), set before library(bnlstm).
+pybnlstm_path <- function() {
+  path <- getOption("bnlstm.python_path",
+                    system.file("python", package = "bnlstm"))
+  if (!is.character(path) || length(path) != 1 || is.na(path) ||
+      !file.exists(file.path(path, "pybnlstm", "__init__.py"))) {
+    stop("The option bnlstm.python_path must name a folder that holds the ",
+         "Python package pybnlstm (pybnlstm/__init__.py); got ",
+         paste(format(path), collapse = ", "), ".", call. = FALSE)
+  }
+  normalizePath(path)
+}
+
+# On reticulate 1.41 and later, a package declares the Python packages it
+# needs, and reticulate provides them (keras3 does the same for keras and
+# TensorFlow). Older reticulate has no py_require(): nothing to declare.
+declare_python_requirements <- function() {
+  if (utils::packageVersion("reticulate") < "1.41") {
+    return(invisible(FALSE))
+  }
+  backend <- Sys.getenv("KERAS_BACKEND", "tensorflow")
+  packages <- c("keras", "numpy", "pandas",
+                if (backend == "tensorflow") "tensorflow")
+  py_require <- getExportedValue("reticulate", "py_require")
+  tryCatch(py_require(packages), error = function(e) {
+    warning("bnlstm could not declare its Python requirements (",
+            paste(packages, collapse = ", "), "): ", conditionMessage(e),
+            call. = FALSE)
+  })
+  invisible(TRUE)
+}
+
+# A pybnlstm imported before bnlstm's own (by Python code in the same
+# session) is the one every later import gets.
+warn_other_pybnlstm <- function(path) {
+  modules <- reticulate::import("sys", convert = FALSE)$modules
+  if (!reticulate::py_to_r(modules$`__contains__`("pybnlstm"))) {
+    return(invisible(FALSE))
+  }
+  other <- reticulate::py_to_r(modules$`__getitem__`("pybnlstm")$`__file__`)
+  mine <- file.path(path, "pybnlstm", "__init__.py")
+  if (normalizePath(other) != normalizePath(mine)) {
+    warning("A pybnlstm is already imported in this Python session from ",
+            dirname(other), "; bnlstm uses it, not its own copy in ",
+            dirname(mine), ".", call. = FALSE)
+  }
+  invisible(TRUE)
+}
+
 # The pybnlstm module, imported and version-checked on first use.
 bnlstm_python <- function() {
   if (is.null(.bnlstm$module)) {
+    path <- pybnlstm_path()
+    warn_other_pybnlstm(path)
     .bnlstm$module <- tryCatch(
-      reticulate::import("pybnlstm"),
+      reticulate::import_from_path("pybnlstm", path),
       error = function(e) stop_missing_python(e)
     )
   }
@@ -38,7 +100,8 @@ keras_python <- function() {
   .bnlstm$keras
 }
 
-# Warns once when the R and Python packages differ in version.
+# Warns once when the R and Python packages differ in version: possible
+# only when another pybnlstm than bnlstm's own is in use.
 check_versions <- function(python_version = NULL) {
   if (!is.null(.bnlstm$checked)) {
     return(invisible(TRUE))
@@ -53,8 +116,7 @@ check_versions <- function(python_version = NULL) {
   if (!identical(python_version, r_version)) {
     warning(
       "bnlstm (R) is version ", r_version, " but the Python package ",
-      "pybnlstm is version ", python_version, ". Install matching ",
-      "versions, for example with install_bnlstm().",
+      "pybnlstm in use is version ", python_version, ".",
       call. = FALSE
     )
   }
@@ -71,7 +133,7 @@ stop_missing_python <- function(error) {
       !isTRUE(tryCatch(reticulate::py_module_available(module),
                        error = function(e) FALSE))
     },
-    c("keras", "pybnlstm")
+    c("keras", "numpy", "pandas")
   )
   what <- if (length(missing)) {
     paste0("The Python package(s) ", paste(missing, collapse = ", "),
