@@ -2,11 +2,15 @@
 
 A stacked LSTM, the same with BatchNormalization between its layers, and
 the same stack of BNLSTM layers, trained on the same windows with the same
-early stopping and seeds. Prints a table of test errors in sales units and
-writes two PNG plots: validation loss per epoch, and forecasts against
-actual sales over the test period.
+early stopping, for one seed or several (--seeds). Prints a table of test
+errors in sales units, with the seconds each model took to reach the plain
+LSTM's best validation loss, and writes results.csv (means and standard
+deviations over seeds), runs.csv (one row per model and seed) and two PNG
+plots: validation loss per epoch, and forecasts against actual sales over
+the test period.
 
-    python inst/examples/sales_forecast.py [--epochs 40] [--output sales-demo-py]
+    python inst/examples/sales_forecast.py [--epochs 40] [--seeds 1]
+        [--output sales-demo-py]
 """
 
 import argparse
@@ -21,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pybnlstm import BNLSTM, RecomputeStatistics, prepare_forecast_data  # noqa: E402
+from pybnlstm import BNLSTM, prepare_forecast_data  # noqa: E402
 
 SALES = Path(__file__).resolve().parents[1] / "extdata" / "daily_sales.csv"
 LABELS = {
@@ -40,13 +44,16 @@ def parse_args():
     parser.add_argument("--lookback", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="how many seeds, from --seed on")
     parser.add_argument("--output", default="sales-demo-py")
     return parser.parse_args()
 
 
-def build_model(kind, input_shape, args):
+def build_model(kind, input_shape, seed, args):
     """The three models differ only in their recurrent layers."""
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
+    # The plain swap: keras.layers.LSTM becomes BNLSTM, nothing else.
     recurrent = BNLSTM if kind == "bn_lstm" else keras.layers.LSTM
     layers = [
         keras.Input(input_shape),
@@ -60,18 +67,27 @@ def build_model(kind, input_shape, args):
     return model
 
 
-def train(kind, data, args):
-    print(f"\n== {LABELS[kind]}", flush=True)
-    model = build_model(kind, data.train.x.shape[1:], args)
+class Clock(keras.callbacks.Callback):
+    """Seconds from the start of fit() to the end of each epoch, validation
+    included: the wall clock a user waits for each validation loss."""
+
+    def on_train_begin(self, logs=None):
+        self.started, self.elapsed = time.perf_counter(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.elapsed.append(time.perf_counter() - self.started)
+
+
+def train(kind, data, seed, args):
+    print(f"\n== {LABELS[kind]}, seed {seed}", flush=True)
+    model = build_model(kind, data.train.x.shape[1:], seed, args)
+    clock = Clock()
     callbacks = [
+        clock,
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=args.patience, restore_best_weights=True
-        )
+        ),
     ]
-    if kind == "bn_lstm":
-        # After early stopping, so that the restored weights get their own
-        # population statistics.
-        callbacks.append(RecomputeStatistics(data.train.x, batch_size=args.batch_size, verbose=0))
     started = time.perf_counter()
     history = model.fit(
         data.train.x,
@@ -87,6 +103,7 @@ def train(kind, data, args):
     return {
         "forecast": forecast.ravel(),
         "val_loss": np.array(history.history["val_loss"]),
+        "elapsed": np.array(clock.elapsed),
         "seconds": seconds,
     }
 
@@ -96,6 +113,65 @@ def errors(forecast, actual):
         "test_rmse": float(np.sqrt(np.mean((forecast - actual) ** 2))),
         "test_mae": float(np.mean(np.abs(forecast - actual))),
     }
+
+
+def run_row(kind, seed, run, target, actual):
+    """One model and seed; the target of the time column is the plain
+    LSTM's best validation loss with the same seed."""
+    epochs = len(run["val_loss"])
+    reached = np.flatnonzero(run["val_loss"] <= target)
+    return {
+        "model": LABELS[kind],
+        "seed": seed,
+        **errors(run["forecast"], actual),
+        "val_loss_epoch_5": float(run["val_loss"][4]) if epochs >= 5 else np.nan,
+        "best_epoch": int(run["val_loss"].argmin()) + 1,
+        "epochs_run": epochs,
+        "best_val_loss": float(run["val_loss"].min()),
+        "seconds_per_epoch": run["seconds"] / epochs,
+        "seconds_to_target": float(run["elapsed"][reached[0]]) if len(reached) else np.nan,
+    }
+
+
+MEASURES = ["test_rmse", "test_mae", "val_loss_epoch_5", "best_epoch", "epochs_run",
+            "best_val_loss", "seconds_per_epoch", "seconds_to_target"]
+
+
+def summary(runs):
+    """Means over seeds, and standard deviations (NaN with one seed); the
+    time to target is averaged over the seeds that reached it."""
+    grouped = runs.groupby("model", sort=False)
+    table = grouped[MEASURES].mean()
+    for column in ("test_rmse", "test_mae", "best_val_loss"):
+        table[f"{column}_sd"] = grouped[column].std()
+    table["seeds"] = grouped.size()
+    table["seeds_reaching_target"] = grouped["seconds_to_target"].count()
+    return table.reset_index()
+
+
+def shown(table, seeds):
+    def with_sd(column, digits, sd=True):
+        means = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+        if not sd or seeds == 1:
+            return means
+        sds = table[f"{column}_sd"]
+        return [m if pd.isna(s) else f"{m} ± {s:.{digits}f}" for m, s in zip(means, sds)]
+
+    reached = [
+        "" if pd.isna(n) else f"{'' if pd.isna(t) else f'{t:.1f}'} ({int(n)}/{int(k)})"
+        for t, n, k in zip(table.seconds_to_target, table.seeds_reaching_target, table.seeds)
+    ]
+    return pd.DataFrame({
+        "model": table.model,
+        "test_rmse": with_sd("test_rmse", 2),
+        "test_mae": with_sd("test_mae", 2),
+        "val_loss_epoch_5": with_sd("val_loss_epoch_5", 3, sd=False),
+        "best_epoch": with_sd("best_epoch", 1, sd=False),
+        "epochs_run": with_sd("epochs_run", 1, sd=False),
+        "best_val_loss": with_sd("best_val_loss", 3),
+        "s_per_epoch": with_sd("seconds_per_epoch", 2, sd=False),
+        "s_to_lstm_best": reached,
+    })
 
 
 def main():
@@ -117,53 +193,51 @@ def main():
         f"{len(data.validation)} validation, {len(data.test)} test"
     )
 
-    runs = {kind: train(kind, data, args) for kind in LABELS}
+    seeds = range(args.seed, args.seed + args.seeds)
+    runs = {seed: {kind: train(kind, data, seed, args) for kind in LABELS} for seed in seeds}
     actual = data.inverse_transform(data.test.y)
-    rows = []
-    for kind, run in runs.items():
-        epochs = len(run["val_loss"])
-        rows.append(
-            {
-                "model": LABELS[kind],
-                **errors(run["forecast"], actual),
-                "val_loss_epoch_5": float(run["val_loss"][4]) if epochs >= 5 else np.nan,
-                "best_epoch": int(run["val_loss"].argmin()) + 1,
-                "epochs_run": epochs,
-                "best_val_loss": float(run["val_loss"].min()),
-                "seconds_per_epoch": run["seconds"] / epochs,
-            }
-        )
+    per_seed = pd.DataFrame([
+        run_row(kind, seed, run, runs[seed]["lstm"]["val_loss"].min(), actual)
+        for seed in seeds for kind, run in runs[seed].items()
+    ])
+    per_seed.to_csv(output / "runs.csv", index=False)
     # A forecaster to beat: the sales of the same weekday a week earlier.
     week_before = sales.set_index("date").sales.reindex(
         pd.DatetimeIndex(data.test.dates) - pd.Timedelta(days=7)
     )
-    rows.append({"model": "Same weekday last week", **errors(week_before.to_numpy(), actual)})
-    # Whole epochs stay whole numbers beside the naive row's blanks.
-    table = pd.DataFrame(rows).astype({"best_epoch": "Int64", "epochs_run": "Int64"})
+    naive = pd.DataFrame([{"model": "Same weekday last week",
+                           **errors(week_before.to_numpy(), actual)}])
+    # Counts stay whole numbers beside the naive row's blanks.
+    table = pd.concat([summary(per_seed), naive], ignore_index=True).astype(
+        {"seeds": "Int64", "seeds_reaching_target": "Int64"})
     table.to_csv(output / "results.csv", index=False)
-    print(f"\nTest period ({len(actual)} days), errors in units sold:")
-    print(table.round(3).to_string(index=False, na_rep=""))
+    spread = f" ± sd over {args.seeds} seeds" if args.seeds > 1 else ""
+    print(f"\nTest period ({len(actual)} days), errors in units sold; mean{spread}:")
+    print(shown(table, args.seeds).to_string(index=False))
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for kind, run in runs.items():
-        epochs = np.arange(1, len(run["val_loss"]) + 1)
-        ax.plot(epochs, run["val_loss"], color=COLORS[kind], lw=2, label=LABELS[kind])
-        best = run["val_loss"].argmin()
-        ax.plot(epochs[best], run["val_loss"][best], "o", color=COLORS[kind])
+    for seed in seeds:
+        for kind, run in runs[seed].items():
+            epochs = np.arange(1, len(run["val_loss"]) + 1)
+            ax.plot(epochs, run["val_loss"], color=COLORS[kind], lw=2,
+                    label=LABELS[kind] if seed == args.seed else None)
+            best = run["val_loss"].argmin()
+            ax.plot(epochs[best], run["val_loss"][best], "o", color=COLORS[kind])
     ax.set(yscale="log", xlabel="epoch", ylabel="validation MSE (scaled sales, log)",
-           title="Validation loss per epoch")
+           title=f"Validation loss per epoch ({args.seeds} seed{'s' if args.seeds > 1 else ''})")
     ax.legend(frameon=False)
     fig.savefig(output / "validation_loss.png", dpi=110, bbox_inches="tight")
 
     fig, ax = plt.subplots(figsize=(11, 5))
     ax.plot(data.test.dates, actual, color="0.2", lw=2, label="actual")
-    for kind, run in runs.items():
+    # The forecasts of the first seed.
+    for kind, run in runs[args.seed].items():
         ax.plot(data.test.dates, run["forecast"], color=COLORS[kind], lw=1.2, label=LABELS[kind])
     ax.set(ylabel="units sold", title="Test period: forecast one day ahead vs actual sales")
     ax.legend(frameon=False, loc="upper left")
     fig.savefig(output / "test_forecast.png", dpi=110, bbox_inches="tight")
-    print(f"\nWrote {output / 'results.csv'}, {output / 'validation_loss.png'} and "
-          f"{output / 'test_forecast.png'}")
+    print(f"\nWrote {output / 'results.csv'}, {output / 'runs.csv'}, "
+          f"{output / 'validation_loss.png'} and {output / 'test_forecast.png'}")
 
 
 if __name__ == "__main__":
