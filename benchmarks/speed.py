@@ -12,7 +12,11 @@ that drift in the machine's speed hits all alike:
   step is timed alone (`train_on_batch`, the step `fit()` runs), the two
   layers taking turns batch by batch;
 - inference: the median time of one batch (`predict_on_batch`), timed
-  the same way;
+  the same way in a pass of its own after each training pass, with
+  statistics that match the weights;
+- the first inference after training: the median time of the first
+  `predict_on_batch` after each training pass, which for BNLSTM includes
+  re-estimating its statistics from its reference sample (512 sequences);
 - peak memory (with `--memory`): how far the resident memory of a fresh
   process rises at its peak, above what the imports and the data took,
   while it builds, compiles and trains the model (one process per layer
@@ -23,6 +27,12 @@ that drift in the machine's speed hits all alike:
   `jit_compile=True`; `xla_memory.py` takes it apart). On a GPU it is
   the peak of the GPU memory the backend allocated instead, as its
   allocator counts it.
+
+With `--padded`, two more models run the same layers on padded data:
+each sequence keeps its last 50% to 100% of steps (a length drawn per
+sequence), zeros in front as `pad_sequences()` pads, and a `Masking`
+layer before the recurrent one; their ratios are to the same layer on
+unpadded data of the same shape.
 
 `--backend` picks Keras' backend. On a GPU, `keras.layers.LSTM` runs
 cuDNN's kernel (all three backends); the "loop" model is left out except
@@ -35,6 +45,7 @@ over the grid; writes it as CSV and JSON with --csv / --json.
     python benchmarks/speed.py --quick           # one small shape
     python benchmarks/speed.py --shape 256,200,256,32
     python benchmarks/speed.py --jit true --memory --csv speed.csv
+    python benchmarks/speed.py --padded
     python benchmarks/speed.py --backend jax --memory   # e.g. on a GPU
 """
 
@@ -53,11 +64,13 @@ GRID = {
     "units": (64, 256),
     "features": (3, 32),
 }
-# Model name: (layer, its arguments besides units).
+# Model name: (layer, its arguments besides units, padded data).
 LAYERS = {
-    "LSTM": ("LSTM", {}),
-    "BNLSTM": ("BNLSTM", {}),
-    "loop": ("BNLSTM", {"use_xla": False}),
+    "LSTM": ("LSTM", {}, False),
+    "BNLSTM": ("BNLSTM", {}, False),
+    "loop": ("BNLSTM", {"use_xla": False}, False),
+    "LSTM padded": ("LSTM", {}, True),
+    "BNLSTM padded": ("BNLSTM", {}, True),
 }
 
 
@@ -76,6 +89,8 @@ def parse_args(argv=None):
     parser.add_argument("--jit", choices=("auto", "true", "false"), default="auto",
                         help="Model.compile's jit_compile (default auto: off for "
                              "TensorFlow on a CPU and for PyTorch, on for JAX)")
+    parser.add_argument("--padded", action="store_true",
+                        help="also time both layers on pre-padded, masked data")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory, in a fresh process per run")
     parser.add_argument("--csv", help="write the table here as CSV")
@@ -104,9 +119,11 @@ def shapes(args):
     return [dict(zip(keys, values)) for values in itertools.product(*GRID.values())]
 
 
-def models_for(backend):
-    """The models to compare on `backend`: "loop" only where it differs."""
-    return [m for m in LAYERS if m != "loop" or backend == "tensorflow"]
+def models_for(backend, padded=False):
+    """The models to compare on `backend`: "loop" only where it differs,
+    the padded ones when asked for."""
+    return [m for m, (_, _, masked) in LAYERS.items()
+            if (m != "loop" or backend == "tensorflow") and masked <= padded]
 
 
 def build(layer, shape, jit):
@@ -114,11 +131,12 @@ def build(layer, shape, jit):
 
     from pybnlstm import BNLSTM
 
-    name, arguments = LAYERS[layer]
+    name, arguments, masked = LAYERS[layer]
     recurrent = BNLSTM if name == "BNLSTM" else keras.layers.LSTM
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((shape["timesteps"], shape["features"])),
+        *([keras.layers.Masking()] if masked else []),
         recurrent(shape["units"], **arguments),
         keras.layers.Dense(1),
     ])
@@ -127,18 +145,26 @@ def build(layer, shape, jit):
     return model
 
 
-def data(shape, steps):
+def data(shape, steps, padded=False):
+    """`(x, y)`; padded, each sequence's first 0% to 50% of steps are
+    zeros."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     n = shape["batch"] * steps
     x = rng.normal(size=(n, shape["timesteps"], shape["features"])).astype("float32")
-    return x, rng.normal(size=(n, 1)).astype("float32")
+    y = rng.normal(size=(n, 1)).astype("float32")
+    if padded:
+        length = shape["timesteps"]
+        keep = rng.integers((length + 1) // 2, length + 1, size=n)
+        x[np.arange(length)[None, :] < (length - keep)[:, None]] = 0.0
+    return x, y
 
 
 def time_shape(shape, args):
-    """Median seconds per training step and per inference batch, by model
-    (`LAYERS`; inference for LSTM and BNLSTM only).
+    """Median seconds per training step, per inference batch, and for the
+    first inference batch after training, by model (`LAYERS`; inference
+    for all but "loop").
 
     Times single steps, alternating the models batch by batch: this
     machine's speed changes in slices, and a whole epoch of one layer could
@@ -148,31 +174,40 @@ def time_shape(shape, args):
     """
     import keras
 
-    x, y = data(shape, args.steps)
+    names = models_for(keras.backend.backend(), args.padded)
+    sets = {padded: data(shape, args.steps, padded) for padded in {False, args.padded}}
+    inputs = {layer: sets[LAYERS[layer][2]] for layer in names}
     batch = shape["batch"]
-    models = {layer: build(layer, shape, args.jit)
-              for layer in models_for(keras.backend.backend())}
-    for model in models.values():  # warm-up: tracing and compilation
+    models = {layer: build(layer, shape, args.jit) for layer in names}
+    for layer, model in models.items():  # warm-up: tracing and compilation
+        x, y = inputs[layer]
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         model.predict(x, batch_size=batch, verbose=0)
     train = {layer: [] for layer in models}
-    infer = {layer: [] for layer in ("LSTM", "BNLSTM")}
+    infer = {layer: [] for layer in models if layer != "loop"}
+    first = {layer: [] for layer in infer}
+    starts = range(0, len(inputs["LSTM"][0]), batch)
+
+    def timed(call):
+        started = time.perf_counter()
+        call()
+        return time.perf_counter() - started
+
     for _ in range(args.repeats):
-        for start in range(0, len(x), batch):
-            xb, yb = x[start:start + batch], y[start:start + batch]
+        for start in starts:
             for layer, model in models.items():
-                started = time.perf_counter()
-                model.train_on_batch(xb, yb)
-                train[layer].append(time.perf_counter() - started)
-                if layer not in infer:
-                    continue
-                started = time.perf_counter()
-                model.predict_on_batch(xb)
-                infer[layer].append(time.perf_counter() - started)
-    return (
-        {layer: statistics.median(v) for layer, v in train.items()},
-        {layer: statistics.median(v) for layer, v in infer.items()},
-    )
+                x, y = inputs[layer]
+                rows = slice(start, start + batch)
+                train[layer].append(timed(lambda: model.train_on_batch(x[rows], y[rows])))
+        for layer in first:
+            x = inputs[layer][0][:batch]
+            first[layer].append(timed(lambda: models[layer].predict_on_batch(x)))
+        for start in starts:
+            for layer in infer:
+                x = inputs[layer][0][start:start + batch]
+                infer[layer].append(timed(lambda: models[layer].predict_on_batch(x)))
+    return tuple({layer: statistics.median(v) for layer, v in times.items()}
+                 for times in (train, infer, first))
 
 
 def resident_mib():
@@ -312,24 +347,31 @@ def main():
 
     models = models_for(keras.backend.backend())
     loop = "loop" in models
+    legend = ("; 1st: the first inference batch after training (BNLSTM "
+              "re-estimates its statistics there)")
+    if args.padded:
+        legend += ("; pad: padded data (pre-padded, masked), ratio to the same "
+                   "layer unpadded")
     rows = []
     grid = shapes(args)
     device = device_name()
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()} on {device}, "
           f"jit_compile={args.jit}; {args.repeats} passes of {args.steps} batches, "
           "each batch timed alone, models alternating; ratios to LSTM"
-          + ("; loop: BNLSTM(use_xla=False)" if loop else ""))
+          + ("; loop: BNLSTM(use_xla=False)" if loop else "") + legend)
     header = (f"{'batch':>5} {'steps':>5} {'units':>5} {'feat':>4} | "
               f"{'fit LSTM':>9} {'fit BN':>9} {'ratio':>5}"
               + (f" {'fit loop':>9} {'ratio':>5}" if loop else "")
-              + f" | {'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}")
+              + f" | {'pred LSTM':>9} {'pred BN':>9} {'ratio':>5}"
+              + f" | {'1st LSTM':>9} {'1st BN':>9}"
+              + (" | pad LSTM fit pred | pad BN fit pred" if args.padded else ""))
     if args.memory:
         header += (f" | {'MiB LSTM':>8} {'MiB BN':>8} {'ratio':>5}"
                    + (f" {'MiB loop':>8} {'ratio':>5}" if loop else "")
                    + f" | {'warm LSTM':>9} {'warm BN':>8} {'ratio':>5}")
     print(header, flush=True)
     for shape in grid:
-        train, infer = time_shape(shape, args)
+        train, infer, first = time_shape(shape, args)
         row = dict(shape)
         row.update(fit_lstm_ms=1e3 * train["LSTM"], fit_bnlstm_ms=1e3 * train["BNLSTM"],
                    fit_ratio=train["BNLSTM"] / train["LSTM"])
@@ -337,13 +379,31 @@ def main():
             row.update(fit_loop_ms=1e3 * train["loop"],
                        fit_loop_ratio=train["loop"] / train["LSTM"])
         row.update(predict_lstm_ms=1e3 * infer["LSTM"], predict_bnlstm_ms=1e3 * infer["BNLSTM"],
-                   predict_ratio=infer["BNLSTM"] / infer["LSTM"])
+                   predict_ratio=infer["BNLSTM"] / infer["LSTM"],
+                   first_predict_lstm_ms=1e3 * first["LSTM"],
+                   first_predict_bnlstm_ms=1e3 * first["BNLSTM"])
+        if args.padded:
+            for layer, key in (("LSTM", "lstm"), ("BNLSTM", "bnlstm")):
+                padded = f"{layer} padded"
+                row.update({
+                    f"fit_padded_{key}_ms": 1e3 * train[padded],
+                    f"fit_padded_{key}_ratio": train[padded] / train[layer],
+                    f"predict_padded_{key}_ms": 1e3 * infer[padded],
+                    f"predict_padded_{key}_ratio": infer[padded] / infer[layer],
+                })
         line = (f"{shape['batch']:>5} {shape['timesteps']:>5} {shape['units']:>5} "
                 f"{shape['features']:>4} | {row['fit_lstm_ms']:>7.1f}ms "
                 f"{row['fit_bnlstm_ms']:>7.1f}ms {row['fit_ratio']:>5.2f}"
                 + (f" {row['fit_loop_ms']:>7.1f}ms {row['fit_loop_ratio']:>5.2f}" if loop else "")
                 + f" | {row['predict_lstm_ms']:>7.1f}ms {row['predict_bnlstm_ms']:>7.1f}ms "
-                f"{row['predict_ratio']:>5.2f}")
+                f"{row['predict_ratio']:>5.2f}"
+                f" | {row['first_predict_lstm_ms']:>7.1f}ms "
+                f"{row['first_predict_bnlstm_ms']:>7.1f}ms")
+        if args.padded:
+            line += "".join(
+                f" | {row[f'fit_padded_{key}_ratio']:>5.2f} "
+                f"{row[f'predict_padded_{key}_ratio']:>5.2f}"
+                for key in ("lstm", "bnlstm"))
         if args.memory:
             memory = {layer: peak_memory(shape, layer, args) for layer in models}
             row.update(memory_lstm_mib=memory["LSTM"], memory_bnlstm_mib=memory["BNLSTM"],

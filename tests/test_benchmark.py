@@ -33,7 +33,23 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     assert set(report["median_ratios"]) == {
         f"{key}_ratio" for key in
         ("fit", "fit_loop", "predict", "memory", "memory_loop", "warm_memory")}
+    assert row["first_predict_lstm_ms"] > 0 and row["first_predict_bnlstm_ms"] > 0
     assert csv.read_text().splitlines()[0].startswith("batch,timesteps,units,features")
+
+
+def test_speed_benchmark_times_padded_data(tmp_path):
+    out = tmp_path / "speed.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--shape", "4,6,3,2",
+         "--steps", "2", "--repeats", "1", "--padded", "--json", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "pad: padded data (pre-padded, masked)" in result.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    for layer in ("lstm", "bnlstm"):
+        for key in ("fit", "predict"):
+            assert row[f"{key}_padded_{layer}_ratio"] == pytest.approx(
+                row[f"{key}_padded_{layer}_ms"] / row[f"{key}_{layer}_ms"])
 
 
 def test_speed_benchmark_times_given_shapes_on_another_backend(tmp_path):
