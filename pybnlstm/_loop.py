@@ -11,18 +11,18 @@ XLA fuses each indexed read into the element-wise work that uses it, and
 such a fused loop is much slower than one over plain buffers (a
 batch-normalized inference step took 70 ms over 50 steps at batch 256
 with 256 units, against 46 ms with its inputs passed in the carry and 40
-for an LSTM step). So under XLA, where no gradient is needed, each step's
-inputs are read by the step before and passed in the carry. Without XLA
-that would cost more than it saves: TensorFlow's executor runs a few ops
-per step for each value the loop carries.
+for an LSTM step). So under XLA (`jit_compile=True`), where no gradient
+is needed, each step's inputs are read by the step before and passed in
+the carry. Without XLA that would cost more than it saves: TensorFlow's
+executor runs a few ops per step for each value the loop carries. The
+layer's own compiled loops are in `_tf_fused`.
 """
 
 import keras
 from keras import ops
 
 
-def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
-         jit_compile=False):
+def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True):
     """Runs `step(carry, x_t) -> (carry, y_t)` over the leading axis of `xs`.
 
     Args:
@@ -35,12 +35,6 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
         differentiated: `False` where no gradient will be taken (one
             still flows, only slower): then under XLA on TensorFlow each
             step's inputs come in the loop's carry.
-        jit_compile: on TensorFlow, compile the loop with XLA where that
-            helps and works: inside a function being traced (eagerly, a
-            new function would compile at every call), not already under
-            XLA, where no gradient tape records (TensorFlow cannot
-            differentiate a compiled loop called from an uncompiled
-            function), and over at least one step.
 
     Returns:
         `(final_carry, ys)`, with the `y_t` stacked along a leading axis.
@@ -49,34 +43,22 @@ def scan(step, carry, xs, y_dtypes, unroll=False, differentiated=True,
         return _unrolled(step, carry, xs)
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, carry, xs)
+    return _tf_scan(
+        step, carry, xs, y_dtypes, not differentiated and _under_xla()
+    )
+
+
+def nonempty(sequence, run, otherwise):
+    """`run()` where the time-major `sequence` has steps, `otherwise()`
+    where it has none (a `tf.cond` where its length is known only when the
+    function runs): XLA cannot compile a loop that reads from a sequence
+    of no steps."""
+    length = sequence.shape[0]
+    if length is not None:
+        return run() if length else otherwise()
     import tensorflow as tf
 
-    def loop(carry, xs):
-        return _tf_scan(
-            step, carry, xs, y_dtypes, not differentiated and _under_xla()
-        )
-
-    if (
-        jit_compile
-        and not tf.executing_eagerly()
-        and not _under_xla()
-        and not _recording()
-    ):
-        # Without AutoGraph: the loop is explicit, there is nothing to
-        # convert, and converting reads the step's source again.
-        compiled = tf.function(loop, jit_compile=True, autograph=False)
-        # XLA cannot compile a step that reads from a sequence of no
-        # steps; the uncompiled loop runs those.
-        length = keras.tree.flatten(xs)[0].shape[0]
-        if length is None:
-            return tf.cond(
-                tf.shape(keras.tree.flatten(xs)[0])[0] > 0,
-                lambda: compiled(carry, xs),
-                lambda: loop(carry, xs),
-            )
-        if length:
-            loop = compiled
-    return loop(carry, xs)
+    return tf.cond(tf.shape(sequence)[0] > 0, run, otherwise)
 
 
 def cond(pred, true_fn, false_fn):
@@ -113,7 +95,7 @@ def _under_xla():
     return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _recording():
+def recording():
     """Whether a TensorFlow gradient tape could record what runs next."""
     try:  # Not public API: without it, assume that one could.
         from tensorflow.python.eager.record import could_possibly_record

@@ -1,7 +1,7 @@
 """The batch-normalized recurrence over a whole sequence as XLA-compiled
 loops, for TensorFlow: sigmoid gates, tanh activation, float32. Training
 runs two, forward and backward; re-estimating population statistics runs
-a third, forward only.
+a third, forward only; inference a fourth.
 
 TensorFlow's executor pays a fixed cost per op, and a batch-normalized step
 has about twice the ops of a plain LSTM's: on a CPU that, not the matrix
@@ -12,9 +12,10 @@ what the backward pass needs, and the backward loop is the LSTM's and the
 normalizations' gradient written out; each loop is compiled whole.
 Keras restricts its cuDNN kernel to the default activations likewise.
 
-Each loop is one `tf.function`, made once per configuration and called
-with every tensor it reads as an argument: XLA then compiles it once per
-input shape in a process, whichever traced function calls it.
+Each loop is one `tf.function`, made once per configuration, called with
+every tensor it reads as an argument, and traced once for inputs of any
+size (`_relaxed`): XLA then compiles it once per input shape in a
+process, whichever traced function calls it.
 """
 
 import functools
@@ -113,12 +114,40 @@ def _masked(keep, new, old):
     return new if keep is None else tf.where(keep > 0, new, old)
 
 
+def _relaxed(function, weights_at):
+    """`function`, called through its one trace for inputs of any length
+    and batch size: every axis but the last may have any size, except in
+    the weights (argument `weights_at`), which keep their shapes. XLA
+    compiles a `jit_compile` function once per trace and input shape:
+    called with static shapes from one traced function and with an unknown
+    batch size from another (Keras traces a partial batch so), it would
+    compile twice for the same shape."""
+
+    def spec(value, relaxed=True):
+        if value is None:
+            return None
+        shape = list(value.shape)
+        if relaxed:
+            shape = [None] * (len(shape) - 1) + shape[-1:]
+        return tf.TensorSpec(shape, value.dtype)
+
+    def call(*args):
+        specs = [
+            tf.nest.map_structure(
+                lambda v, i=i: spec(v, i != weights_at), a)
+            for i, a in enumerate(args)
+        ]
+        return function.get_concrete_function(*specs)(*args)
+
+    return call
+
+
 @functools.lru_cache(maxsize=None)
 def _forward(epsilon, masked, dropped):
     """The forward training loop: `(x, norm, h0, c0, weights, sample
     weights, recurrent_mask) -> (h, c, saved)`."""
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def forward(x, norm, h0, c0, weights, sample_weights, recurrent_mask):
         length = tf.shape(x)[0]
         rows = _step_rows(norm, sample_weights if masked else None)
@@ -149,22 +178,20 @@ def _forward(epsilon, masked, dropped):
         )[:4]
         return h, c, {k: a.stack() for k, a in saved.items()}
 
-    return forward
+    return _relaxed(forward, weights_at=4)
 
 
 @functools.lru_cache(maxsize=None)
 def statistics_recurrence(epsilon, masked):
     """The training-mode recurrence without dropout or gradient, for its
-    per-step batch moments only: `run(x, norm, h0, c0, kernel,
-    recurrent_kernel, gamma_h, gamma_c, beta_c, weights) -> moments`,
+    per-step batch moments only: `run(x, norm, h0, c0, (kernel,
+    recurrent_kernel, gamma_h, gamma_c, beta_c), weights) -> moments`,
     arguments as for `training_recurrence`, `moments` the per-step
     `[mean_h, var_h, mean_c, var_c]`. It saves nothing per step, so it
     holds a sequence's memory once, not per step."""
 
-    @tf.function(jit_compile=True)
-    def run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
-            beta_c, sample_weights=None):
-        weights = (kernel, recurrent_kernel, gamma_h, gamma_c, beta_c)
+    @tf.function(jit_compile=True, autograph=False)
+    def run(x, norm, h0, c0, weights, sample_weights=None):
         length = tf.shape(x)[0]
         rows = _step_rows(norm, sample_weights if masked else None)
 
@@ -184,7 +211,96 @@ def statistics_recurrence(epsilon, masked):
         )[3]
         return moments.stack()
 
-    return run
+    return _relaxed(run, weights_at=4)
+
+
+@functools.lru_cache(maxsize=None)
+def inference_recurrence(return_sequences, masked):
+    """The inference-mode recurrence, with population statistics:
+    `run(x, norm, h0, c0, (kernel, recurrent_kernel), weights) ->
+    (outputs, h, c)`. `x` is time-major; `norm` the `(timesteps, 14 units)` packing
+    of `BNLSTMCell.population_normalization` (`x_scale`, `h_scale`,
+    `shift`, `c_scale`, `c_shift`); `weights` the time-major 0/1 mask or
+    `None`; `outputs` the time-major `h` of every step with
+    `return_sequences`, else `None`. The sequence needs at least one step.
+
+    Each step's input comes in the carry as well as its rows: read by
+    index, XLA fuses the read into the step's element-wise work, and a
+    compiled predict ran about 1.7 times slower."""
+
+    @tf.function(jit_compile=True, autograph=False)
+    def run(x, norm, h0, c0, kernels, weights=None):
+        kernel, recurrent_kernel = kernels
+        units = h0.shape[-1]
+        length = tf.shape(x)[0]
+        per_step = [x, norm] + ([weights] if masked else [])
+
+        def rows(t):
+            t = tf.minimum(t, length - 1)
+            return [a[t] for a in per_step]
+
+        def body(t, h_prev, c_prev, outputs, row):
+            x_scale, h_scale, shift, c_scale, c_shift = tf.split(
+                row[1], [4 * units, 4 * units, 4 * units, units, units])
+            z = (tf.matmul(row[0], kernel * x_scale)
+                 + tf.matmul(h_prev, recurrent_kernel) * h_scale + shift)
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            c = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c * c_scale + c_shift)
+            w = row[2] if masked else None
+            h, c = _masked(w, h, h_prev), _masked(w, c, c_prev)
+            if return_sequences:
+                outputs = outputs.write(t, h)
+            return t + 1, h, c, outputs, rows(t + 1)
+
+        _, h, c, outputs, _ = tf.while_loop(
+            lambda t, *_: t < length,
+            body,
+            (tf.constant(0), h0, c0,
+             tf.TensorArray(h0.dtype, size=length if return_sequences else 0),
+             rows(0)),
+            maximum_iterations=length,
+        )
+        return (outputs.stack() if return_sequences else None), h, c
+
+    return _relaxed(run, weights_at=4)
+
+
+def in_chunks(run, return_sequences, chunk, x, norm, h0, c0, kernels,
+              weights=None):
+    """An inference loop `run` (`inference_recurrence`'s) over consecutive
+    chunks of `chunk` rows of the batch, which is a multiple of `chunk`:
+    the rows of an inference batch are independent, and a loop run at one
+    batch size compiles once."""
+    count = tf.shape(x)[1] // chunk
+
+    def split(t, axis):
+        shape = tf.shape(t)
+        t = tf.reshape(t, tf.concat(
+            [shape[:axis], [count, chunk], shape[axis + 1:]], 0))
+        return tf.experimental.numpy.moveaxis(t, axis, 0)
+
+    def merge(t, axis):
+        t = tf.experimental.numpy.moveaxis(t, 0, axis)
+        shape = tf.shape(t)
+        return tf.reshape(
+            t, tf.concat([shape[:axis], [-1], shape[axis + 2:]], 0))
+
+    masked = weights is not None
+    chunks = (split(x, 1), split(h0, 0), split(c0, 0))
+    if masked:
+        chunks += (split(weights, 1),)
+
+    def one(part):
+        outputs, h, c = run(part[0], norm, part[1], part[2], kernels,
+                            part[3] if masked else None)
+        return (h, c) if outputs is None else (h, c, outputs)
+
+    results = tf.map_fn(one, chunks, fn_output_signature=(
+        (tf.float32,) * (3 if return_sequences else 2)))
+    h, c = merge(results[0], 0), merge(results[1], 0)
+    outputs = merge(results[2], 1) if return_sequences else None
+    return outputs, h, c
 
 
 @functools.lru_cache(maxsize=None)
@@ -193,7 +309,7 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
     loop's, from what it saved."""
     width = 4 * units
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def backward(x, norm, saved, weights, sample_weights, recurrent_mask,
                  d_outputs, dh, dc):
         kernel, recurrent_kernel, gamma_h, gamma_c, beta_c = weights
@@ -279,7 +395,7 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
             tf.reduce_sum(sum_c, 0),
         )
 
-    return backward
+    return _relaxed(backward, weights_at=3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -310,7 +426,10 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
 
     def run(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h, gamma_c,
             beta_c, weights, recurrent_mask):
-        masks = (weights, recurrent_mask)
+        # Unwatched, like the arguments below: the weights are made from
+        # the inputs when a partial batch is padded.
+        masks = tuple(None if m is None else tf.stop_gradient(m)
+                      for m in (weights, recurrent_mask))
 
         @tf.custom_gradient
         def fused(*args):

@@ -289,6 +289,8 @@ class BNLSTM(keras.layers.RNN):
             "statistics_sample", statistics_sample
         )
         self.reference_sample = None
+        self.batch_quantum = None
+        self._traced_refresh = None
         if self.statistics_sample:
             self.reference_sample = ReferenceSample(
                 cell.units, name="reference_sample"
@@ -333,6 +335,15 @@ class BNLSTM(keras.layers.RNN):
                 )
             self.cell.max_timesteps = int(sequences_shape[1])
         super().build(sequences_shape, initial_state_shape)
+        if self.batch_quantum is None:
+            # The first training batch size, which the compiled loops pad
+            # batches up to multiples of (see `_batch_bucket`); learnt
+            # again by each process, so never saved.
+            self.batch_quantum = self.add_weight(
+                shape=(), name="batch_quantum", initializer="zeros",
+                dtype="int32", trainable=False, autocast=False,
+                aggregation="only_first_replica",
+            )
         sample = self.reference_sample
         if sample is not None and not sample.built:
             # A stateful layer keeps its last batch: the sequences of one
@@ -531,28 +542,23 @@ class BNLSTM(keras.layers.RNN):
         xs = {"x": _time_major(x), "norm": _packed(norm)}
         if weights is not None:
             xs["weights"] = _time_major(weights)
-        unroll = self._unrolled(x, batch_norm and synchronized)
         if differentiated is None:
             differentiated = batch_norm
-        fused = self._fused()
-        if batch_norm and fused and not synchronized:
-            if differentiated:
-                final, history = self._fused_recurrence(
-                    xs, (h0, c0), recurrent_mask, return_sequences
-                )
-            else:
-                final, history = None, (self._fused_statistics(xs, h0, c0),)
-        else:
+
+        def step_by_step():
             step = self._step(norm, recurrent_mask, return_sequences,
                               batch_norm, synchronized)
             y_dtypes = ((self.compute_dtype,) if return_sequences else ()) + (
                 ("float32",) if batch_norm else ()
             )
-            final, history = _loop.scan(
-                step, (h0, c0), xs, y_dtypes, unroll,
-                differentiated=differentiated,
-                jit_compile=not differentiated and fused,
-            )
+            unroll = self._unrolled(x, batch_norm and synchronized)
+            return _loop.scan(step, (h0, c0), xs, y_dtypes, unroll,
+                              differentiated=differentiated)
+
+        final, history = self._compiled_loop(
+            xs, (h0, c0), recurrent_mask, return_sequences, batch_norm,
+            differentiated, step_by_step,
+        )
         outputs = _time_major(history[0]) if return_sequences else None
         if not batch_norm:
             return final, outputs, None
@@ -677,7 +683,7 @@ class BNLSTM(keras.layers.RNN):
             return None
         statistics = _loop.cond(
             sample.stale,
-            self._refreshed_statistics,
+            self._refresh_function(),
             lambda: _values(self.cell.statistics),
         )
         statistics = {k: ops.stop_gradient(v) for k, v in statistics.items()}
@@ -685,6 +691,22 @@ class BNLSTM(keras.layers.RNN):
             variable.assign(statistics[key])
         sample.mark_fresh()
         return statistics
+
+    def _refresh_function(self):
+        """`_refreshed_statistics`; on the compiled path a `tf.function`
+        traced once per layer, so that each function Keras traces for
+        inference (validation, `predict()`, each batch size) holds one
+        call to it rather than the whole pass again: tracing that pass
+        took about a quarter of a second per layer and trace."""
+        if not self._fused():
+            return self._refreshed_statistics
+        if self._traced_refresh is None:
+            import tensorflow as tf
+
+            self._traced_refresh = tf.function(
+                self._refreshed_statistics, autograph=False
+            )
+        return self._traced_refresh
 
     def _refreshed_statistics(self):
         """The population statistics with each row the reference sample
@@ -723,13 +745,71 @@ class BNLSTM(keras.layers.RNN):
 
     def save_own_variables(self, store):
         # Before the cell saves the statistics: a saved model predicts as
-        # the live one does.
+        # the live one does. The layer's own variable, `batch_quantum`,
+        # belongs to this process's compiled loops and is not saved.
+        del store
         self.refresh_statistics()
-        super().save_own_variables(store)
+
+    def load_own_variables(self, store):
+        del store
+
+    def _compiled_loop(self, xs, state, recurrent_mask, return_sequences,
+                       batch_norm, differentiated, step_by_step):
+        """`(final, history)` from `_tf_fused`'s compiled loops where they
+        apply (see `_fused`), else from `step_by_step()`. Inference under a
+        gradient tape (a frozen layer in `fit()`) runs step by step:
+        TensorFlow cannot differentiate a compiled loop called from an
+        uncompiled function."""
+        if not self._fused():
+            return step_by_step()
+        # Imported here: on JAX or PyTorch, TensorFlow need not be installed.
+        from pybnlstm import _tf_fused
+
+        if batch_norm and not differentiated:
+            # The reference sample keeps its size: nothing to pad.
+            return None, (self._fused_statistics(xs, *state, _tf_fused),)
+        if not batch_norm and _loop.recording():
+            return step_by_step()
+
+        batch = ops.shape(xs["x"])[1]
+        bucket, quantum = self._batch_bucket(batch, batch_norm)
+        padded = _padded_batch(xs, state, recurrent_mask, bucket,
+                               weighted=batch_norm)
+        if batch_norm:
+            final, history = self._fused_recurrence(
+                *padded, return_sequences, _tf_fused
+            )
+        else:
+            final, history = _loop.nonempty(
+                xs["x"],
+                lambda: self._fused_inference(
+                    padded[0], padded[1], return_sequences, quantum,
+                    _tf_fused,
+                ),
+                step_by_step,
+            )
+        return _batch_rows(final, history, batch)
+
+    def _batch_bucket(self, batch, training):
+        """`(bucket, quantum)`: the batch size the compiled loops run at,
+        `batch` padded up to a multiple of `quantum`, the layer's first
+        training batch size (`batch` itself before any training).
+        Inference then runs in chunks of `quantum` rows. A partial last
+        batch, a validation set and `predict()`'s batches reuse the loops
+        XLA compiled for the training batches instead of compiling new
+        ones: XLA compiles once per input shape, and Keras' `fit()` traces
+        its step for a batch of any size."""
+        batch = ops.cast(batch, "int32")
+        quantum = ops.convert_to_tensor(self.batch_quantum)
+        if training:
+            quantum = ops.where(quantum > 0, quantum, batch)
+            self.batch_quantum.assign(quantum)
+        quantum = ops.where(quantum > 0, quantum, batch)
+        return (batch + quantum - 1) // quantum * quantum, quantum
 
     def _fused(self):
-        """Whether the recurrence runs XLA-compiled: in training,
-        `_tf_fused`'s loops; in traced inference, `_loop.scan`'s."""
+        """Whether the recurrence runs XLA-compiled, in `_tf_fused`'s
+        loops."""
         return self._xla_setting() is not False and not self._xla_unavailable()
 
     def _xla_setting(self):
@@ -755,10 +835,7 @@ class BNLSTM(keras.layers.RNN):
         return ", ".join(missing) if missing else None
 
     def _fused_recurrence(self, xs, initial_state, recurrent_mask,
-                          return_sequences):
-        # Imported here: on JAX or PyTorch, TensorFlow need not be installed.
-        from pybnlstm import _tf_fused
-
+                          return_sequences, _tf_fused):
         cell = self.cell
         weights = xs.get("weights")
         run = _tf_fused.training_recurrence(
@@ -781,14 +858,25 @@ class BNLSTM(keras.layers.RNN):
         history = ((outputs,) if return_sequences else ()) + (moments,)
         return (h, c), history
 
-    def _fused_statistics(self, xs, h0, c0):
-        from pybnlstm import _tf_fused
+    def _fused_inference(self, xs, initial_state, return_sequences, chunk,
+                         _tf_fused):
+        cell = self.cell
+        run = _tf_fused.inference_recurrence(return_sequences,
+                                             "weights" in xs)
+        outputs, h, c = _tf_fused.in_chunks(
+            run, return_sequences, chunk, xs["x"], xs["norm"],
+            *initial_state,
+            (ops.copy(cell.kernel), ops.copy(cell.recurrent_kernel)),
+            xs.get("weights"),
+        )
+        return (h, c), ((outputs,) if return_sequences else ())
 
+    def _fused_statistics(self, xs, h0, c0, _tf_fused):
         cell = self.cell
         run = _tf_fused.statistics_recurrence(cell.epsilon, "weights" in xs)
         return run(
             xs["x"], xs["norm"], h0, c0,
-            *(ops.copy(v) for v in (
+            tuple(ops.copy(v) for v in (
                 cell.kernel, cell.recurrent_kernel, cell.gamma_h,
                 cell.gamma_c, cell.beta_c)),
             xs.get("weights"),
@@ -834,6 +922,40 @@ def _values(variables):
 
 def _time_major(t):
     return ops.moveaxis(t, 1, 0)
+
+
+def _padded_batch(xs, state, recurrent_mask, bucket, weighted):
+    """The loop's inputs with zero rows appended up to `bucket` rows. With
+    `weighted`, the weights (ones where none were given) mark them 0, so
+    that they stay out of the batch moments; a training loop then always
+    runs its masked variant, which XLA compiles once for full and partial
+    batches alike."""
+    batch = ops.shape(xs["x"])[1]
+    missing = bucket - batch
+
+    def padded(t, value=0.0):
+        at = [[0, 0]] * len(t.shape)
+        at[-2] = [0, missing]
+        return ops.pad(t, at, constant_values=value)
+
+    xs = dict(xs)
+    if weighted and "weights" not in xs:
+        xs["weights"] = ops.ones_like(xs["x"][..., :1])
+    for key in ("x", "weights"):
+        if key in xs:
+            xs[key] = padded(xs[key])
+    state = tuple(padded(s) for s in state)
+    if recurrent_mask is not None:
+        recurrent_mask = padded(recurrent_mask, 1.0)
+    return xs, state, recurrent_mask
+
+
+def _batch_rows(final, history, batch):
+    """`final` and `history` without the rows `_padded_batch` added: the
+    time-major outputs lose them, the per-step moments have none."""
+    history = tuple(h[:, :batch] if len(h.shape) == 3 else h
+                    for h in history)
+    return tuple(s[:batch] for s in final), history
 
 
 def _packed(norm):

@@ -149,5 +149,5 @@ def test_keras_file_loads_in_another_process(rng, tmp_path):
                     if name.startswith("layers/")]
     assert sum(a.size for a in layer_arrays) == sum(
         int(np.prod(w.shape)) for w in model.weights
-        if not w.name.startswith("reference"))
+        if not w.name.startswith("reference") and w.name != "batch_quantum")
     assert not loaded["reference_sequences"].any()

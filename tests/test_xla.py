@@ -9,7 +9,7 @@ from conftest import TOL, assert_close, assert_equal
 from conftest import built_layer as any_built_layer
 from reference import reference_for
 
-from pybnlstm import _loop
+from pybnlstm import _loop, _tf_fused
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -26,28 +26,46 @@ def some_masked():
 
 def built_layer(**kwargs):
     """A layer without a reference sample: a refresh of its statistics
-    would trace a loop of its own (see test_refresh.py)."""
+    would run a loop of its own (see test_refresh.py)."""
     return any_built_layer(statistics_sample=0, **kwargs)
 
 
 @pytest.fixture
-def carried(monkeypatch):
-    """Whether each TensorFlow time loop traced passed its inputs in its
-    carry."""
+def loops(monkeypatch):
+    """Which time loops each call traced, in order: "compiled" for
+    `_tf_fused`'s inference loop, "training" for its training loops, and
+    for the step-by-step loop "carried" or "indexed", by whether each
+    step's inputs came in its carry."""
     calls = []
     scan = _loop._tf_scan
 
-    def spy(*args):
-        calls.append(args[-1])
+    def spy_scan(*args):
+        calls.append("carried" if args[-1] else "indexed")
         return scan(*args)
 
-    monkeypatch.setattr(_loop, "_tf_scan", spy)
+    def spy(name, make):
+        def made(*args):
+            run = make(*args)
+
+            def traced(*inputs):
+                calls.append(name)
+                return run(*inputs)
+
+            return traced
+
+        return made
+
+    monkeypatch.setattr(_loop, "_tf_scan", spy_scan)
+    monkeypatch.setattr(_tf_fused, "inference_recurrence",
+                        spy("compiled", _tf_fused.inference_recurrence))
+    monkeypatch.setattr(_tf_fused, "training_recurrence",
+                        spy("training", _tf_fused.training_recurrence))
     return calls
 
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_compiled_layer_matches_reference(rng, carried, training, go_backwards):
+def test_compiled_layer_matches_reference(rng, loops, training, go_backwards):
     import tensorflow as tf
 
     layer = built_layer(return_sequences=True, return_state=True,
@@ -63,26 +81,23 @@ def test_compiled_layer_matches_reference(rng, carried, training, go_backwards):
     want = ref.run(x, training=training, mask=mask, go_backwards=go_backwards)
     for a, b in zip(got, want):
         assert_close(a, b, **TOL)
-    # Training runs the compiled recurrence of its own, not this loop.
-    assert carried == ([] if training else [True])
+    assert loops == ["training" if training else "compiled"]
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_traced_inference_runs_compiled(rng, carried, masked):
-    # Inside a traced function (Keras' predict), inference compiles its
-    # loop with XLA; called eagerly, it runs uncompiled.
+def test_inference_runs_compiled_traced_and_eager(rng, loops, masked):
     import tensorflow as tf
 
     layer = built_layer(return_sequences=True, return_state=True)
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     mask = some_masked() if masked else None
     want = reference_for(layer).run(x, training=False, mask=mask)
-    got = tf.function(lambda x: layer(x, mask=mask, training=False))(x)
-    for a, b in zip(got, want):
-        assert_close(a, b, **TOL)
-    assert carried == [True]
-    layer(x, mask=mask, training=False)
-    assert carried == [True, False]
+    traced = tf.function(lambda x: layer(x, mask=mask, training=False))(x)
+    eager = layer(x, mask=mask, training=False)
+    for got in (traced, eager):
+        for a, b in zip(got, want):
+            assert_close(a, b, **TOL)
+    assert loops == ["compiled", "compiled"]
 
 
 def inference_gradients(layer, x, direction):
@@ -95,8 +110,8 @@ def inference_gradients(layer, x, direction):
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_gradient_through_inference(rng, carried, jit_compile):
-    # Traced under a tape, inference runs step by step (TensorFlow cannot
+def test_gradient_through_inference(rng, loops, jit_compile):
+    # Under a tape, inference runs step by step (TensorFlow cannot
     # differentiate a compiled loop from an uncompiled function); inside
     # an XLA compilation, with its inputs in the carry. Both against the
     # eager gradient.
@@ -107,16 +122,16 @@ def test_gradient_through_inference(rng, carried, jit_compile):
     direction = rng.normal(size=(6, 5, 4)).astype("float32")
     traced = tf.function(inference_gradients, jit_compile=jit_compile)(
         layer, x, direction)
-    assert carried == [jit_compile]
+    assert loops == ["carried" if jit_compile else "indexed"]
     eager = inference_gradients(layer, x, direction)
     for a, b in zip(traced, eager):
         assert np.abs(b.numpy()).max() > 1e-3
         assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_fit_trains_through_a_frozen_layer(rng, carried):
+def test_fit_trains_through_a_frozen_layer(rng, loops):
     # Frozen, the layer runs its inference loop in fit(), under the
-    # gradient tape: uncompiled there, and the layer before it learns.
+    # gradient tape: step by step there, and the layer before it learns.
     layer = built_layer(input_shape=(8, 5, 4), return_sequences=False)
     layer.trainable = False
     dense = keras.layers.Dense(4)
@@ -126,9 +141,9 @@ def test_fit_trains_through_a_frozen_layer(rng, carried):
     model.fit(rng.normal(size=(8, 5, 3)), rng.normal(size=(8, 4)),
               epochs=1, batch_size=8, verbose=0)
     assert np.abs(dense.kernel.numpy() - before).max() > 1e-6
-    assert carried and not any(carried)
+    assert loops and set(loops) == {"indexed"}
     model.predict(rng.normal(size=(8, 5, 3)), verbose=0)
-    assert carried[-1]
+    assert loops[-1] == "compiled"
 
 
 def softsign(v):
@@ -140,7 +155,7 @@ def softsign(v):
     (dict(activation="softsign"), softsign),
 ], ids=["use_xla_false", "softsign"])
 def test_traced_inference_step_by_step_where_xla_does_not_apply(
-    rng, carried, kwargs, activation
+    rng, loops, kwargs, activation
 ):
     import tensorflow as tf
 
@@ -149,12 +164,12 @@ def test_traced_inference_step_by_step_where_xla_does_not_apply(
     got = tf.function(lambda x: layer(x, training=False))(x)
     want = reference_for(layer, activation=activation).run(x, training=False)
     assert_close(got, want[0], **TOL)
-    assert carried == [False]
+    assert loops == ["indexed"]
 
 
 @pytest.mark.parametrize("length", [0, 3])
-def test_traced_inference_of_any_length(rng, carried, length):
-    # XLA cannot compile a step over no steps: those run uncompiled, also
+def test_inference_of_any_length(rng, loops, length):
+    # XLA cannot compile a loop over no steps: those run step by step, also
     # when the length is only known when the function runs.
     import tensorflow as tf
 
@@ -172,4 +187,5 @@ def test_traced_inference_of_any_length(rng, carried, length):
     if length == 0:
         assert_equal(eager[0], np.zeros((6, 4)))
     # Eager, then the static trace, then both branches of the dynamic one.
-    assert carried == [False, length > 0, True, False]
+    one = "compiled" if length else "indexed"
+    assert loops == [one, one, "compiled", "indexed"]

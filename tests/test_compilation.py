@@ -1,0 +1,70 @@
+"""One XLA compilation per loop and sequence length, whatever the batch
+size: after the first epoch of `fit()`, a partial last batch, validation,
+`evaluate()` and `predict()` at new batch sizes compile nothing.
+
+XLA writes each module it compiles to `--xla_dump_to`; the test counts
+them in a fresh process, since compilations are cached per process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the compiled loops are TensorFlow's")
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    dump = sys.argv[1]
+    os.environ["XLA_FLAGS"] = f"--xla_dump_to={dump}"
+    import numpy as np, keras, pybnlstm
+
+    def compiled():
+        names = {}
+        for name in os.listdir(dump) if os.path.isdir(dump) else []:
+            if name.startswith("module_"):
+                names[name.split(".")[0]] = name.split(".")[1]
+        return sorted(names.values())
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6, 3)).astype("float32")
+    y = x[:, -1, :1]
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        pybnlstm.BNLSTM(5, return_sequences=True),
+        pybnlstm.BNLSTM(4),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")
+    # 90 training windows: batches of 16, and a last one of 10.
+    model.fit(x, y, batch_size=16, epochs=1, validation_split=0.1,
+              verbose=0)
+    first = compiled()
+    model.fit(x, y, batch_size=16, epochs=2, validation_split=0.1,
+              verbose=0)
+    model.fit(x[:37], y[:37], batch_size=16, epochs=1, verbose=0)
+    for n in (37, 5, 100):
+        model.predict(x[:n], verbose=0)
+    model.predict(x, batch_size=7, verbose=0)
+    model.evaluate(x[:9], y[:9], verbose=0)
+    print(json.dumps({"first_epoch": first, "later": compiled()[len(first):]}))
+""")
+
+
+def test_later_batch_sizes_compile_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "xla")],
+        capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # Per layer: the forward and backward training loops, the inference
+    # loop and the loop that re-estimates the statistics.
+    kinds = sorted(name.split("_")[2] for name in report["first_epoch"])
+    assert kinds == ["backward"] * 2 + ["forward"] * 2 + ["run"] * 4
+    assert report["later"] == []
