@@ -19,7 +19,7 @@ digits (1,797 images) instead of MNIST:
 
 Writes PNG plots, results.json and tables.md under --output.
 
-    python experiments/digits.py             # about 9 minutes on 2 cores
+    python experiments/digits.py             # about 5 minutes on 2 cores
     python experiments/digits.py --long      # more seeds and epochs
 """
 
