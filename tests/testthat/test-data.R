@@ -159,10 +159,7 @@ test_that("POSIXct dates and logical features are accepted", {
 test_that("forecast windows train a BN-LSTM from R", {
   skip_if_no_bnlstm()
   data <- prepare_toy()
-  model <- keras()$Sequential() |>
-    layer_bn_lstm(units = 4, input_shape = dim(data$train$x)[-1])
-  model$add(keras()$layers$Dense(1L))
-  model$compile(loss = "mse", optimizer = "adam")
+  model <- regression_model(units = 4, input_shape = dim(data$train$x)[-1])
   history <- model$fit(data$train$x, data$train$y, epochs = 1L,
                        batch_size = 16L, verbose = 0L)
   predictions <- inverse_scale(data, model$predict(data$test$x, verbose = 0L))

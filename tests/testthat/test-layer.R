@@ -43,10 +43,7 @@ test_that("fit and predict on R arrays", {
   set.seed(1)
   x <- random_array(30, 8, 2)
   y <- matrix(rowMeans(x[, 8, ]), 30, 1)
-  model <- keras()$Sequential() |>
-    layer_bn_lstm(units = 6, input_shape = c(8, 2), dropout = 0.1)
-  model$add(keras()$layers$Dense(1L))
-  model$compile(optimizer = "adam", loss = "mse")
+  model <- regression_model(units = 6, input_shape = c(8, 2), dropout = 0.1)
   history <- model$fit(x, y, epochs = 2L, batch_size = 7L, verbose = 0L)
   expect_length(history$history$loss, 2)
   prediction <- model$predict(x, verbose = 0L)
@@ -94,10 +91,7 @@ test_that("the plain path: the first predict after fit re-estimates", {
   skip_if_no_bnlstm()
   x <- random_array(24, 6, 2)
   y <- random_array(24, 1)
-  model <- keras()$Sequential() |>
-    layer_bn_lstm(units = 4, input_shape = c(6, 2))
-  model$add(keras()$layers$Dense(1L))
-  model$compile(optimizer = "adam", loss = "mse")
+  model <- regression_model(units = 4, input_shape = c(6, 2))
   layer <- model$layers[[1]]
   model$fit(x, y, epochs = 1L, batch_size = 8L, verbose = 0L)
   expect_true(layer$statistics_stale)

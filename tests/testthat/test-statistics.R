@@ -38,10 +38,7 @@ test_that("the callback re-estimates at the end of fit()", {
   skip_if_no_bnlstm()
   x <- random_array(8, 5, 2)
   y <- random_array(8, 1)
-  model <- keras()$Sequential() |>
-    layer_bn_lstm(units = 3, input_shape = c(5, 2))
-  model$add(keras()$layers$Dense(1L))
-  model$compile(optimizer = "adam", loss = "mse")
+  model <- regression_model(units = 3, input_shape = c(5, 2))
   callback <- callback_bn_lstm_statistics(list(x, y), batch_size = 4)
   expect_s3_class(callback, "keras.src.callbacks.callback.Callback")
   model$fit(x, y, epochs = 2L, batch_size = 4L, verbose = 0L,
