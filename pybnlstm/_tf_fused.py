@@ -110,6 +110,19 @@ def _step_rows(norm, weights):
     return rows
 
 
+def _two_features_at_least(x, kernel):
+    """`x` and `kernel` with a zero feature added where there is one: XLA
+    turns a product over one feature into an element-wise multiply, which
+    it fuses with the step's other work, and a univariate training step
+    then took twice as long (99 ms against 44 at batch 256, 50 steps, 64
+    units). The zero feature adds nothing to `x W` and gets no gradient
+    that reaches the caller."""
+    if x.shape[-1] != 1:
+        return x, kernel
+    return (tf.concat([x, tf.zeros_like(x)], -1),
+            tf.concat([kernel, tf.zeros_like(kernel)], 0))
+
+
 def _masked(keep, new, old):
     return new if keep is None else tf.where(keep > 0, new, old)
 
@@ -211,7 +224,14 @@ def statistics_recurrence(epsilon, masked):
         )[3]
         return moments.stack()
 
-    return _relaxed(run, weights_at=4)
+    relaxed = _relaxed(run, weights_at=4)
+
+    def widened(x, norm, h0, c0, weights, sample_weights=None):
+        x, kernel = _two_features_at_least(x, weights[0])
+        return relaxed(x, norm, h0, c0, (kernel,) + tuple(weights[1:]),
+                       sample_weights)
+
+    return widened
 
 
 @functools.lru_cache(maxsize=None)
@@ -430,6 +450,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
         # the inputs when a partial batch is padded.
         masks = tuple(None if m is None else tf.stop_gradient(m)
                       for m in (weights, recurrent_mask))
+        x, kernel = _two_features_at_least(x, kernel)
 
         @tf.custom_gradient
         def fused(*args):

@@ -45,11 +45,11 @@ def gradients(layer, x, mask, directions, initial_state=None):
 
 
 def compare(rng, mask=None, initial_state=False,
-            reference=(("synchronized", True),), **kwargs):
+            reference=(("synchronized", True),), features=3, **kwargs):
     """The default layer's gradients against those of the layer with the
     `reference` arguments: by default `synchronized=True`, autodiff."""
     batch, steps, units = 7, 5, 4
-    x = rng.normal(size=(batch, steps, 3)).astype("float32")
+    x = rng.normal(size=(batch, steps, features)).astype("float32")
     states = None
     if initial_state:
         states = [rng.normal(size=(batch, units)).astype("float32")
@@ -58,9 +58,9 @@ def compare(rng, mask=None, initial_state=False,
     for is_reference in (False, True):
         arguments = dict(reference) if is_reference else {}
         layer = pybnlstm.BNLSTM(units, seed=5, **arguments, **kwargs)
-        layer.build((batch, steps, 3))
+        layer.build(x.shape)
         randomize(layer, seed=3)
-        shapes = layer.compute_output_shape((batch, steps, 3))
+        shapes = layer.compute_output_shape(x.shape)
         shapes = list(shapes) if layer.return_state else [shapes]
         directions = [
             np.random.default_rng(7 + i).normal(size=s).astype("float32")
@@ -107,6 +107,14 @@ def test_written_out_gradient_matches_autodiff(
 @pytest.mark.parametrize("masked", [False, True])
 def test_written_out_gradient_matches_autodiff_with(rng, kwargs, masked):
     compare(rng, some_masked() if masked else None, **kwargs)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_gradient_with_one_feature(rng, masked):
+    """A univariate input, which the compiled loops widen with a zero
+    feature: the gradients of the input and kernel are the one feature's."""
+    compare(rng, some_masked() if masked else None, features=1,
+            return_sequences=True)
 
 
 @pytest.mark.parametrize("masked", [False, True])

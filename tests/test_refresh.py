@@ -36,10 +36,14 @@ def model_of(*layers, features=3, timesteps=5):
     return model
 
 
-def test_first_inference_after_fit_uses_the_final_weights(rng):
-    x = rng.normal(size=(10, 5, 3)).astype("float32")
+# One feature too: the compiled loops widen a univariate input (see
+# `_tf_fused._two_features_at_least`).
+@pytest.mark.parametrize("features", [3, 1])
+def test_first_inference_after_fit_uses_the_final_weights(rng, features):
+    x = rng.normal(size=(10, 5, features)).astype("float32")
     y = rng.normal(size=(10, 1)).astype("float32")
-    model = model_of(pybnlstm.BNLSTM(4, statistics_sample=10))
+    model = model_of(pybnlstm.BNLSTM(4, statistics_sample=10),
+                     features=features)
     layer = model.layers[0]
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert layer.statistics_stale

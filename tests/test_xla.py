@@ -65,12 +65,14 @@ def loops(monkeypatch):
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_compiled_layer_matches_reference(rng, loops, training, go_backwards):
+@pytest.mark.parametrize("features", [3, 1])
+def test_compiled_layer_matches_reference(rng, loops, training, go_backwards,
+                                          features):
     import tensorflow as tf
 
-    layer = built_layer(return_sequences=True, return_state=True,
-                        go_backwards=go_backwards)
-    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    layer = built_layer(input_shape=(6, 5, features), return_sequences=True,
+                        return_state=True, go_backwards=go_backwards)
+    x = rng.normal(size=(6, 5, features)).astype("float32")
     mask = some_masked()
     ref = reference_for(layer)
     run = tf.function(
