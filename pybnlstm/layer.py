@@ -743,12 +743,6 @@ class BNLSTM(keras.layers.RNN):
         if self.statistics_stale:
             self._current_statistics()
 
-    @property
-    def weights(self):
-        # `batch_quantum`, like the reference sample, is state of this
-        # process's compiled loops, not a parameter (see `ReferenceSample`).
-        return [w for w in super().weights if w is not self.batch_quantum]
-
     def save_own_variables(self, store):
         # Before the cell saves the statistics: a saved model predicts as
         # the live one does. The layer's own variable, `batch_quantum`,

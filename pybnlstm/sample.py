@@ -135,14 +135,6 @@ class ReferenceSample(keras.layers.Layer):
             ops.arange(4) == STALE, 0.0, ops.convert_to_tensor(self.status)
         ))
 
-    @property
-    def weights(self):
-        """No weights: the sample is state, like a seed generator's, not a
-        parameter. It is in `variables` (so compiled steps carry it
-        on every backend) but not in `weights`, so it stays out of
-        `count_params()`, `summary()` and `get_weights()`."""
-        return []
-
     # Training data never goes into model files or weight files.
     def save_own_variables(self, store):
         del store

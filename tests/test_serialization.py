@@ -94,7 +94,7 @@ LOAD_SCRIPT = textwrap.dedent("""
     x = np.load(sys.argv[2])
     layer = [l for l in model.layers if isinstance(l, pybnlstm.BNLSTM)][0]
     np.savez(sys.argv[3], prediction=model.predict(x, verbose=0),
-             **{v.name: v.numpy() for v in layer.variables})
+             **{w.name: w.numpy() for w in layer.weights})
 """)
 
 
