@@ -23,6 +23,7 @@ SUITES = [
     "test_refresh.py",
     "test_padding.py",
     "test_mixed_precision.py",
+    "test_keras_harness.py",
 ]
 
 

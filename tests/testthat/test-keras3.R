@@ -21,16 +21,18 @@ test_that("keras3: a Sequential model from keras_model_sequential()", {
   expect_equal(dim(prediction), c(40, 1))
   expect_true(all(is.finite(prediction)))
 
-  # Parameters, as summary() counts them, are the weights alone: the
-  # reference sample of training sequences is state, not parameters.
+  # Parameters, as summary() counts them.
   lstm <- keras3::keras_model_sequential(input_shape = c(12, 3)) |>
     keras3::layer_lstm(units = 6)
   bn <- keras3::keras_model_sequential(input_shape = c(12, 3)) |>
     layer_bn_lstm(units = 6)
   # The LSTM's kernels and bias, gamma_x (24), gamma_h (24), gamma_c and
-  # beta_c (6 each), and 12 rows of six statistics (24, 24, 24, 24, 6, 6)
-  # and their counts (12).
-  extra <- 24 + 24 + 6 + 6 + 12 * (4 * 24 + 2 * 6 + 1)
+  # beta_c (6 each), 12 rows of six statistics (24, 24, 24, 24, 6, 6) and
+  # their counts; the reference sample (512 sequences of 12 steps of 3
+  # features and a weight, their initial h and c, 4 numbers of
+  # bookkeeping) and batch_quantum.
+  extra <- 24 + 24 + 6 + 6 + 12 * (4 * 24 + 2 * 6 + 1) +
+    512 * (12 * 4 + 2 * 6) + 4 + 1
   expect_equal(bn$count_params(), lstm$count_params() + extra)
 
   path <- tempfile(fileext = ".keras")
