@@ -16,59 +16,41 @@ NON_TRAINABLE = 7 + 3 + 1
 
 
 class BNLSTMHarnessTest(testing.TestCase):
+    def check(self, init_kwargs, input_shape, expected_output_shape,
+              non_trainable=NON_TRAINABLE, **kwargs):
+        self.run_layer_test(
+            pybnlstm.BNLSTM,
+            init_kwargs=init_kwargs,
+            input_shape=input_shape,
+            expected_output_shape=expected_output_shape,
+            expected_num_trainable_weights=TRAINABLE,
+            expected_num_non_trainable_weights=non_trainable,
+            supports_masking=True,
+            **kwargs,
+        )
+
     def test_dropouts_in_training(self):
         for kwargs in ({"units": 3, "dropout": 0.5},
                        {"units": 3, "dropout": 0.5, "recurrent_dropout": 0.5}):
-            self.run_layer_test(
-                pybnlstm.BNLSTM,
-                init_kwargs=kwargs,
-                input_shape=(3, 2, 4),
-                call_kwargs={"training": True},
-                expected_output_shape=(3, 3),
-                expected_num_trainable_weights=TRAINABLE,
-                expected_num_non_trainable_weights=NON_TRAINABLE,
-                supports_masking=True,
-            )
+            self.check(kwargs, (3, 2, 4), (3, 3),
+                       call_kwargs={"training": True})
 
     def test_regularizers_and_sequences(self):
-        self.run_layer_test(
-            pybnlstm.BNLSTM,
-            init_kwargs={
-                "units": 3,
-                "return_sequences": True,
-                "bias_regularizer": "l1",
-                "kernel_regularizer": "l2",
-                "recurrent_regularizer": "l2",
-            },
-            input_shape=(3, 2, 4),
-            expected_output_shape=(3, 2, 3),
-            expected_num_losses=3,
-            expected_num_trainable_weights=TRAINABLE,
-            expected_num_non_trainable_weights=NON_TRAINABLE,
-            supports_masking=True,
+        self.check(
+            {"units": 3, "return_sequences": True, "bias_regularizer": "l1",
+             "kernel_regularizer": "l2", "recurrent_regularizer": "l2"},
+            (3, 2, 4), (3, 2, 3), expected_num_losses=3,
         )
 
     def test_without_a_reference_sample(self):
-        self.run_layer_test(
-            pybnlstm.BNLSTM,
-            init_kwargs={"units": 2, "statistics_sample": 0,
-                         "go_backwards": True, "return_state": True},
-            input_shape=(2, 5, 3),
-            expected_output_shape=((2, 2), (2, 2), (2, 2)),
-            expected_num_trainable_weights=TRAINABLE,
-            expected_num_non_trainable_weights=NON_TRAINABLE - 3,
-            supports_masking=True,
+        self.check(
+            {"units": 2, "statistics_sample": 0, "go_backwards": True,
+             "return_state": True},
+            (2, 5, 3), ((2, 2), (2, 2), (2, 2)),
+            non_trainable=NON_TRAINABLE - 3,
         )
 
     def test_implementation_and_use_cudnn_are_accepted(self):
         for kwargs in ({"implementation": 1}, {"implementation": 2},
                        {"use_cudnn": False}):
-            self.run_layer_test(
-                pybnlstm.BNLSTM,
-                init_kwargs={"units": 2, **kwargs},
-                input_shape=(2, 3, 4),
-                expected_output_shape=(2, 2),
-                expected_num_trainable_weights=TRAINABLE,
-                expected_num_non_trainable_weights=NON_TRAINABLE,
-                supports_masking=True,
-            )
+            self.check({"units": 2, **kwargs}, (2, 3, 4), (2, 2))
