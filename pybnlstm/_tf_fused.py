@@ -238,10 +238,10 @@ def statistics_recurrence(epsilon, masked):
 def inference_recurrence(return_sequences, masked):
     """The inference-mode recurrence, with population statistics:
     `run(x, norm, h0, c0, (kernel, recurrent_kernel), weights) ->
-    (outputs, h, c)`. `x` is time-major; `norm` the `(timesteps, 14 units)` packing
-    of `BNLSTMCell.population_normalization` (`x_scale`, `h_scale`,
-    `shift`, `c_scale`, `c_shift`); `weights` the time-major 0/1 mask or
-    `None`; `outputs` the time-major `h` of every step with
+    (outputs, h, c)`. `x` is time-major; `norm` the `(timesteps, 14
+    units)` packing of `BNLSTMCell.population_normalization` (`x_scale`,
+    `h_scale`, `shift`, `c_scale`, `c_shift`); `weights` the time-major
+    0/1 mask or `None`; `outputs` the time-major `h` of every step with
     `return_sequences`, else `None`. The sequence needs at least one step.
 
     Each step's input comes in the carry as well as its rows: read by

@@ -801,10 +801,9 @@ class BNLSTM(keras.layers.RNN):
         its step for a batch of any size."""
         batch = ops.cast(batch, "int32")
         quantum = ops.convert_to_tensor(self.batch_quantum)
-        if training:
-            quantum = ops.where(quantum > 0, quantum, batch)
-            self.batch_quantum.assign(quantum)
         quantum = ops.where(quantum > 0, quantum, batch)
+        if training:
+            self.batch_quantum.assign(quantum)
         return (batch + quantum - 1) // quantum * quantum, quantum
 
     def _fused(self):
