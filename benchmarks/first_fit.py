@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from speed import positive_integers
+
 LAYERS = ("LSTM", "BNLSTM")
 PHASES = ("first_batch", "first_epoch", "fit", "predict", "total")
 
@@ -47,11 +49,8 @@ def parse_args(argv=None):
 
 
 def units_argument(text):
-    try:
-        units = [int(u) for u in text.split(",")]
-    except ValueError:
-        units = []
-    if not units or min(units) < 1:
+    units = positive_integers(text)
+    if not units:
         raise argparse.ArgumentTypeError(
             f"expected positive integers separated by commas, got {text!r}")
     return units

@@ -99,12 +99,19 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def shape_argument(text):
+def positive_integers(text):
+    """`"64,32"` -> `[64, 32]`; `[]` unless every value is a positive
+    integer."""
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        values = []
-    if len(values) != len(GRID) or min(values) < 1:
+        return []
+    return values if min(values) >= 1 else []
+
+
+def shape_argument(text):
+    values = positive_integers(text)
+    if len(values) != len(GRID):
         raise argparse.ArgumentTypeError(
             f"expected four positive integers, batch,timesteps,units,features; got {text!r}")
     return dict(zip(GRID, values))

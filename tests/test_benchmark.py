@@ -104,3 +104,34 @@ def test_xla_memory_benchmark_rejects_a_bad_shape():
     )
     assert result.returncode == 2
     assert "--shape: expected four positive integers" in result.stderr
+
+
+def test_first_fit_benchmark_reports_each_phase(tmp_path):
+    out = tmp_path / "first_fit.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "first_fit.py"), "--runs", "1",
+         "--units", "3,2", "--samples", "30", "--timesteps", "4", "--features", "2",
+         "--batch-size", "8", "--epochs", "1", "--predict", "5", "--json", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "BNLSTM / LSTM" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["args"]["units"] == [3, 2]
+    phases = ("first_batch", "first_epoch", "fit", "predict", "total")
+    for layer in ("LSTM", "BNLSTM"):
+        (run,) = report["runs"][layer]
+        assert all(run[p] > 0 for p in phases)
+        assert run["first_batch"] <= run["first_epoch"] <= run["fit"] < run["total"]
+    for p in phases:
+        assert report["ratios"][p] == pytest.approx(
+            report["medians"]["BNLSTM"][p] / report["medians"]["LSTM"][p])
+
+
+@pytest.mark.parametrize("units", ["0,3", "4,x", ""])
+def test_first_fit_benchmark_names_a_bad_units_argument(units):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "first_fit.py"), "--units", units],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "--units: expected positive integers" in result.stderr
