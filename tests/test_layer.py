@@ -42,6 +42,7 @@ def test_weight_names_and_shapes():
                          "gamma_h", "gamma_c", "beta_c"}
     assert all(w.dtype == "float32" for w in layer.non_trainable_weights
                if w.name != "batch_quantum")
+    assert layer.batch_quantum.dtype == "int32"
     without = pybnlstm.BNLSTM(4, statistics_sample=0)
     without.build((None, 5, 3))
     assert {w.name for w in without.weights} == {

@@ -151,3 +151,7 @@ def test_keras_file_loads_in_another_process(rng, tmp_path):
         int(np.prod(w.shape)) for w in model.weights
         if not w.name.startswith("reference") and w.name != "batch_quantum")
     assert not loaded["reference_sequences"].any()
+    # Nor the batch size the compiled loops ran at (TensorFlow's alone).
+    if keras.backend.backend() == "tensorflow":
+        assert int(layer.batch_quantum.numpy()) == 5
+    assert loaded["batch_quantum"] == 0
