@@ -69,14 +69,21 @@ def test_speed_benchmark_times_given_shapes_on_another_backend(tmp_path):
     assert set(report["median_ratios"]) == {"fit_ratio", "predict_ratio"}
 
 
-@pytest.mark.parametrize("shape", ["32,50,64", "32,50,64,0", "32,50,x,3"])
-def test_speed_benchmark_rejects_a_bad_shape(shape):
+@pytest.mark.parametrize("script, option, value, message", [
+    ("speed.py", "--shape", "32,50,64", "expected four positive integers"),
+    ("speed.py", "--shape", "32,50,64,0", "expected four positive integers"),
+    ("speed.py", "--shape", "32,50,x,3", "expected four positive integers"),
+    ("first_fit.py", "--units", "0,3", "expected positive integers"),
+    ("first_fit.py", "--units", "4,x", "expected positive integers"),
+    ("first_fit.py", "--units", "", "expected positive integers"),
+])
+def test_benchmarks_name_a_bad_argument(script, option, value, message):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--shape", shape],
+        [sys.executable, str(ROOT / "benchmarks" / script), option, value],
         capture_output=True, text=True,
     )
     assert result.returncode == 2
-    assert "--shape: expected four positive integers" in result.stderr
+    assert f"{option}: {message}" in result.stderr
 
 
 def test_xla_memory_benchmark_reports_each_stage(tmp_path):
@@ -126,12 +133,3 @@ def test_first_fit_benchmark_reports_each_phase(tmp_path):
         assert report["ratios"][p] == pytest.approx(
             report["medians"]["BNLSTM"][p] / report["medians"]["LSTM"][p])
 
-
-@pytest.mark.parametrize("units", ["0,3", "4,x", ""])
-def test_first_fit_benchmark_names_a_bad_units_argument(units):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "first_fit.py"), "--units", units],
-        capture_output=True, text=True,
-    )
-    assert result.returncode == 2
-    assert "--units: expected positive integers" in result.stderr
