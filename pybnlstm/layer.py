@@ -788,7 +788,7 @@ class BNLSTM(keras.layers.RNN):
                 ),
                 step_by_step,
             )
-        return _batch_rows(final, history, batch)
+        return _batch_rows(final, history, batch, xs["x"].shape[:2])
 
     def _batch_bucket(self, batch, training):
         """`(bucket, quantum)`: the batch size the compiled loops run at,
@@ -949,12 +949,22 @@ def _padded_batch(xs, state, recurrent_mask, bucket, weighted):
     return xs, state, recurrent_mask
 
 
-def _batch_rows(final, history, batch):
+def _batch_rows(final, history, batch, static):
     """`final` and `history` without the rows `_padded_batch` added: the
-    time-major outputs lose them, the per-step moments have none."""
+    time-major outputs lose them, the per-step moments have none. They get
+    back the static `(timesteps, batch)` of the inputs, which the loops'
+    relaxed trace and the slicing lose: a layer after them may need it
+    (an unrolled BNLSTM needs its length), and Keras' LSTM keeps it."""
+    timesteps, rows = static
     history = tuple(h[:, :batch] if len(h.shape) == 3 else h
                     for h in history)
-    return tuple(s[:batch] for s in final), history
+    final = tuple(s[:batch] for s in final)
+    for s in final:
+        s.set_shape((rows, s.shape[-1]))
+    for h in history:
+        if len(h.shape) == 3:
+            h.set_shape((timesteps, rows, h.shape[-1]))
+    return final, history
 
 
 def _packed(norm):
