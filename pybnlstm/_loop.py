@@ -104,6 +104,17 @@ def recording():
     return could_possibly_record()
 
 
+def stateless():
+    """Whether variables are being read and written through a Keras
+    `StatelessScope` (`stateless_call`): a function traced there would keep
+    the values the scope gave it as constants."""
+    try:  # Not public API: without it, assume that they are.
+        from keras.src.backend import in_stateless_scope
+    except ImportError:
+        return True
+    return in_stateless_scope()
+
+
 def _at(xs, t):
     return keras.tree.map_structure(lambda x: x[t], xs)
 

@@ -68,3 +68,70 @@ def test_later_batch_sizes_compile_nothing(tmp_path):
     kinds = sorted(name.split("_")[2] for name in report["first_epoch"])
     assert kinds == ["backward"] * 2 + ["forward"] * 2 + ["run"] * 4
     assert report["later"] == []
+
+
+def test_inference_is_traced_once_per_layer(monkeypatch):
+    """Each function Keras traces for inference (validation, `predict()`
+    and its partial last batch, `evaluate()`) calls one traced inference
+    pass per layer instead of building the pass again."""
+    import numpy as np
+
+    import pybnlstm
+
+    passes = []
+    sequence_pass = pybnlstm.BNLSTM._sequence_pass
+
+    def counted(self, sequences, initial_state, mask, training, batch_norm):
+        if not batch_norm:
+            passes.append(self.name)
+        return sequence_pass(self, sequences, initial_state, mask, training,
+                             batch_norm)
+
+    monkeypatch.setattr(pybnlstm.BNLSTM, "_sequence_pass", counted)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6, 3)).astype("float32")
+    y = x[:, -1, :1]
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        pybnlstm.BNLSTM(5, return_sequences=True, name="first"),
+        pybnlstm.BNLSTM(4, name="second"),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")
+    traces = []
+    for step in ("test_step", "predict_step"):
+        original = getattr(model, step)
+
+        def traced(data, original=original, step=step):
+            traces.append(step)
+            return original(data)
+
+        setattr(model, step, traced)
+    model.fit(x, y, batch_size=16, epochs=2, validation_split=0.2,
+              verbose=0)
+    model.predict(x[:37], batch_size=32, verbose=0)
+    model.evaluate(x[:9], y[:9], verbose=0)
+    # Keras traced validation once and predict() twice (32 rows, then 5).
+    assert traces.count("predict_step") >= 2 and "test_step" in traces
+    assert sorted(passes) == ["first", "second"]
+
+
+def test_stateless_call_uses_the_values_it_is_given():
+    """`stateless_call` reads the variables' values from its arguments:
+    the traced inference pass, made with the layer's own variables, must
+    not stand in for them, nor keep the given values afterwards."""
+    import numpy as np
+
+    import pybnlstm
+
+    x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
+    layer = pybnlstm.BNLSTM(3)
+    before = keras.ops.convert_to_numpy(layer(x))
+    assert np.abs(before).max() > 0
+    zeros = [keras.ops.zeros_like(v) for v in layer.trainable_variables]
+    outputs, _ = layer.stateless_call(
+        zeros, [v.value for v in layer.non_trainable_variables], x)
+    # With every weight zero (gamma_c and beta_c included), h is 0.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(outputs), 0.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)),
+                                  before)
