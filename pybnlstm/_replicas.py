@@ -39,6 +39,16 @@ def replicas_in_sync():
     return 1 if context is None else context.num_replicas_in_sync
 
 
+def under_strategy():
+    """Whether the call runs under a `tf.distribute` strategy (never on
+    other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 def replica_sum(tensor):
     """`tensor` summed over the replicas in sync, or itself with one."""
     if replicas_in_sync() == 1:

@@ -450,8 +450,10 @@ class BNLSTM(keras.layers.RNN):
         collector = self._statistics_collector
         training = bool(training)
         batch_norm = (training and self.trainable) or collector is not None
+        # Under a strategy, a nested function cannot update the
+        # statistics: replicated variables need a merge_call there.
         if (batch_norm or not self._fused() or _loop.recording()
-                or _loop.stateless()):
+                or _loop.stateless() or _replicas.under_strategy()):
             return self._sequence_pass(sequences, initial_state, mask,
                                        training, batch_norm)
         return self._traced_inference(sequences, initial_state, mask)
