@@ -307,3 +307,79 @@ def test_projected_moments_match_the_projection(rng):
                              kernel.astype("float32"))
     assert_close(m, xw[:, 1].mean(axis=0), rtol=1e-5, atol=1e-4)
     assert_close(v, xw[:, 1].var(axis=0), rtol=1e-4, atol=1e-3)
+
+
+
+def backend_gradients(function, *args):
+    """The gradients of the scalar `function(*args)` with respect to each
+    argument, by the backend's own autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        args = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            value = function(*args)
+        return [to_np(g) for g in tape.gradient(value, args)]
+    if backend == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(
+            function, argnums=tuple(range(len(args))))(*args)]
+    import torch
+
+    args = [torch.tensor(a, requires_grad=True) for a in args]
+    function(*args).backward()
+    return [a.grad.numpy() for a in args]
+
+
+@pytest.mark.parametrize("per_step", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+def test_projected_moments_gradient(rng, per_step, masked):
+    """The written-out gradient of the input's moments against central
+    differences of the moments of `x W` itself, in float64."""
+    from pybnlstm.cell import projected_moments
+
+    shape = (9, 4, 3) if per_step else (20, 3)
+    x = rng.normal(size=shape) + 2.0
+    kernel = rng.normal(size=(3, 5))
+    weights = None
+    if masked:
+        weights = (rng.uniform(size=shape[:-1] + (1,)) > 0.3).astype("float64")
+        weights[0] = 1.0
+    d_mean, d_variance = rng.normal(size=(2,) + shape[1:-1] + (5,))
+
+    def projected(x, kernel):
+        xw = x @ kernel
+        w = np.ones_like(xw[..., :1]) if weights is None else weights
+        n = w.sum(axis=0)
+        mean = (w * xw).sum(axis=0) / n
+        variance = (w * (xw - mean) ** 2).sum(axis=0) / n
+        return (mean * d_mean).sum() + (variance * d_variance).sum()
+
+    def differences(at, other, first):
+        grad = np.zeros_like(at)
+        for i in np.ndindex(at.shape):
+            step = np.zeros_like(at)
+            step[i] = 1e-5
+            args = [(at + step, other), (at - step, other)]
+            if not first:
+                args = [(other, a) for a, _ in args]
+            grad[i] = (projected(*args[0]) - projected(*args[1])) / 2e-5
+        return grad
+
+    def loss(x, kernel):
+        w = None if weights is None else keras.ops.convert_to_tensor(
+            weights.astype("float32"))
+        mean, variance = projected_moments(x, kernel, w)
+        directions = [keras.ops.convert_to_tensor(d.astype("float32"))
+                      for d in (d_mean, d_variance)]
+        return (keras.ops.sum(mean * directions[0])
+                + keras.ops.sum(variance * directions[1]))
+
+    d_x, d_kernel = backend_gradients(
+        loss, x.astype("float32"), kernel.astype("float32"))
+    assert_close(d_x, differences(x, kernel, True), rtol=1e-3, atol=1e-3)
+    assert_close(d_kernel, differences(kernel, x, False), rtol=1e-3,
+                 atol=1e-3)
