@@ -92,7 +92,6 @@ def projected_moments(x, kernel, weights=None, synchronized=False):
     kernel = ops.convert_to_tensor(ops.cast(kernel, "float32"))
     if synchronized:
         mean, variance, _ = _projection_moments(x, kernel, weights, True)
-        # The quadratic form can round a little below zero.
         return mean, ops.maximum(variance, 0.0)
 
     @ops.custom_gradient
@@ -128,15 +127,15 @@ def projected_moments(x, kernel, weights=None, synchronized=False):
             return d_x, d_kernel
 
         # One output: Keras' PyTorch backend takes one upstream gradient.
-        # The quadratic form can round a little below zero.
         return ops.concatenate([mean, ops.maximum(variance, 0.0)], -1), grad
 
     return tuple(ops.split(moments(x, kernel), 2, axis=-1))
 
 
 def _projection_moments(x, kernel, weights, synchronized):
-    """`projected_moments` before the variance is clipped at 0, and what
-    its gradient reads: `(mean, variance, (weights, mean of x, count,
+    """`projected_moments` before the variance is clipped at 0 (the
+    quadratic form can round a little below zero), and what its gradient
+    reads: `(mean, variance, (weights, mean of x, count,
     centred x, Cov(x) W))`."""
     weights, mean, count = _weighted_mean(x, weights, synchronized)
     centred = x - mean

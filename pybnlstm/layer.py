@@ -495,9 +495,11 @@ class BNLSTM(keras.layers.RNN):
         h0, c0, offset = initial_state
         offset = tf.convert_to_tensor(offset, tf.int32)
         arguments = (sequences, h0, c0, offset, mask)
-        key = tuple(None if a is None else (tuple(a.shape[1:]), a.dtype.name)
-                    for a in arguments)
-        function = self._inference_functions.get(key)
+        # Any batch size: the leading axis is left open.
+        specs = tuple(None if a is None else tf.TensorSpec(
+            (None,) * min(a.shape.rank, 1) + tuple(a.shape[1:]), a.dtype)
+            for a in arguments)
+        function = self._inference_functions.get(specs)
         if function is None:
 
             def inference(sequences, h0, c0, offset, mask):
@@ -505,12 +507,9 @@ class BNLSTM(keras.layers.RNN):
                     sequences, (h0, c0, offset), mask, False, False
                 )
 
-            specs = [None if a is None else tf.TensorSpec(
-                (None,) * min(a.shape.rank, 1) + tuple(a.shape[1:]), a.dtype)
-                for a in arguments]
             function = tf.function(inference, autograph=False)
             function = function.get_concrete_function(*specs)
-            self._inference_functions[key] = function
+            self._inference_functions[specs] = function
         last_output, outputs, final = function(*arguments)
         rows, length = sequences.shape[:2]
         last_output.set_shape((rows, self.cell.units))
@@ -745,10 +744,11 @@ class BNLSTM(keras.layers.RNN):
 
     def _refresh_function(self):
         """`_refreshed_statistics`; on the compiled path a `tf.function`
-        traced once per layer, so that each function Keras traces for
-        inference (validation, `predict()`, each batch size) holds one
-        call to it rather than the whole pass again: tracing that pass
-        took about a quarter of a second per layer and trace."""
+        traced once per layer, so that each traced inference pass (one per
+        kind of input, see `_traced_inference`, and step by step under a
+        gradient tape) holds one call to it rather than the whole pass
+        again: tracing that pass took about a quarter of a second per
+        layer and trace."""
         if not self._fused():
             return self._refreshed_statistics
         if self._traced_refresh is None:

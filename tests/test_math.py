@@ -309,7 +309,6 @@ def test_projected_moments_match_the_projection(rng):
     assert_close(v, xw[:, 1].var(axis=0), rtol=1e-4, atol=1e-3)
 
 
-
 def backend_gradients(function, *args):
     """The gradients of the scalar `function(*args)` with respect to each
     argument, by the backend's own autodiff."""
