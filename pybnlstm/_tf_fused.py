@@ -323,6 +323,50 @@ def in_chunks(run, return_sequences, chunk, x, norm, h0, c0, kernels,
     return outputs, h, c
 
 
+def _gate_gradients(dh, dc, x_t, row, c_prev, saved_t, weights, w, n):
+    """One backward step through the gates and both normalizations, the
+    gates recomputed from what the forward step saved.
+
+    Args:
+        dh, dc: the gradients reaching the step's `h` and `c`, already
+            zero in masked rows.
+        x_t: the step's input.
+        row: the step's packed `[x_scale, shift]`.
+        c_prev: the cell state before the step.
+        saved_t: the step's `(n_h, inv_h, inv_c, mean_c)`.
+        weights: `(kernel, recurrent_kernel, gamma_h, gamma_c, beta_c)`.
+        w, n: the step's `(batch, 1)` 0/1 weights, or `None`, and the
+            count of rows in its moments.
+
+    Returns:
+        `(dz, d_hu, d_c, f, sums)`: the gradients of the gates' input
+        `x W + BN(h U)` and of `h U`, of `c` (before the forget gate
+        carries it back) and the forget gate; `sums` the step's batch
+        sums `[sum dz, sum dz n_h, sum dc_hat, sum dc_hat n_c]`.
+    """
+    kernel, _, gamma_h, gamma_c, beta_c = weights
+    n_h, inv_h, inv_c, mean_c = saved_t
+    x_scale, shift = tf.split(row, 2)
+    i, f, g, o = _gates(x_t, kernel, x_scale, n_h, gamma_h, shift)
+    n_c = (f * c_prev + i * g - mean_c) * inv_c
+    tc = tf.tanh(n_c * gamma_c + beta_c)
+    d_c_hat = dh * o * (1.0 - tc * tc)
+    d_c, sum_c, proj_c = _normalization_backward(
+        d_c_hat, n_c, gamma_c, inv_c, w, n
+    )
+    d_c = d_c + dc
+    dz = tf.concat([
+        d_c * g * i * (1.0 - i),
+        d_c * c_prev * f * (1.0 - f),
+        d_c * i * (1.0 - g * g),
+        dh * tc * o * (1.0 - o),
+    ], -1)
+    d_hu, sum_z, proj_z = _normalization_backward(
+        dz, n_h, gamma_h, inv_h, w, n
+    )
+    return dz, d_hu, d_c, f, [sum_z, proj_z, sum_c, proj_c]
+
+
 @functools.lru_cache(maxsize=None)
 def _backward(units, epsilon, return_sequences, masked, dropped):
     """The backward training loop: the written-out gradient of the forward
@@ -332,7 +376,7 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
     @tf.function(jit_compile=True, autograph=False)
     def backward(x, norm, saved, weights, sample_weights, recurrent_mask,
                  d_outputs, dh, dc):
-        kernel, recurrent_kernel, gamma_h, gamma_c, beta_c = weights
+        kernel, recurrent_kernel = weights[:2]
         length = tf.shape(x)[0]
         count = tf.cast(tf.shape(x)[1], tf.float32)
 
@@ -340,33 +384,17 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
             t = length - 1 - k
             if return_sequences:
                 dh = dh + d_outputs[t]
-            x_t = x[t]
-            x_scale, shift = tf.split(norm[t], 2)
-            h_prev, c_prev = saved["h"][t], saved["c"][t]
-            n_h, inv_h, inv_c = (saved[key][t] for key in _SAVED[:3])
-            mean_c = saved["moments"][t][2 * width:2 * width + units]
-            i, f, g, o = _gates(x_t, kernel, x_scale, n_h, gamma_h, shift)
-            n_c = (f * c_prev + i * g - mean_c) * inv_c
-            tc = tf.tanh(n_c * gamma_c + beta_c)
+            x_t, h_prev, c_prev = x[t], saved["h"][t], saved["c"][t]
+            saved_t = tuple(saved[key][t] for key in _SAVED[:3]) + (
+                saved["moments"][t][2 * width:2 * width + units],)
             w, n = None, count
             dh_new, dc_new = dh, dc
             if masked:
                 w = sample_weights[t]
                 n = tf.maximum(tf.reduce_sum(w), 1.0)
                 dh_new, dc_new = dh * w, dc * w
-            d_c_hat = dh_new * o * (1.0 - tc * tc)
-            d_c, sum_c, proj_c = _normalization_backward(
-                d_c_hat, n_c, gamma_c, inv_c, w, n
-            )
-            d_c = d_c + dc_new
-            dz = tf.concat([
-                d_c * g * i * (1.0 - i),
-                d_c * c_prev * f * (1.0 - f),
-                d_c * i * (1.0 - g * g),
-                dh_new * tc * o * (1.0 - o),
-            ], -1)
-            d_hu, sum_z, proj_z = _normalization_backward(
-                dz, n_h, gamma_h, inv_h, w, n
+            dz, d_hu, d_c, f, step_sums = _gate_gradients(
+                dh_new, dc_new, x_t, norm[t], c_prev, saved_t, weights, w, n
             )
             d_h_prev = tf.matmul(d_hu, recurrent_kernel, transpose_b=True)
             hp = h_prev
@@ -377,13 +405,13 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
             if masked:
                 d_h_prev = d_h_prev + dh * (1.0 - w)
                 d_c_prev = d_c_prev + dc * (1.0 - w)
+            x_scale = tf.split(norm[t], 2)[0]
             x_grad = tf.matmul(x_t, dz, transpose_a=True)
             dxs = dxs.write(
                 t, tf.matmul(dz, kernel * x_scale, transpose_b=True)
             )
             sums = sums.write(t, tf.concat(
-                [tf.reduce_sum(x_grad * kernel, 0), sum_z, proj_z, sum_c,
-                 proj_c], 0,
+                [tf.reduce_sum(x_grad * kernel, 0)] + step_sums, 0
             ))
             d_kernel = d_kernel + x_grad * x_scale
             d_recurrent = d_recurrent + tf.matmul(hp, d_hu, transpose_a=True)

@@ -631,29 +631,7 @@ class BNLSTMCell(keras.layers.Layer):
         gate, activation = self.recurrent_activation, self.activation
         if synchronized is None:
             synchronized = self.synchronized
-        written_out = {
-            masked: batch_normalizer(self.epsilon, masked)
-            for masked in (False, True)
-        }
-
-        def moments_of(v, weights):
-            moments = batch_moments(v, weights, synchronized)
-            if synchronized:
-                return moments
-            # Without a gradient: `normalize` holds the terms through them.
-            return tuple(ops.stop_gradient(m) for m in moments)
-
-        def normalize(v, moments, gamma, beta, weights):
-            mean, variance, centred = moments
-            if synchronized:
-                # Autodiff, which carries the all-reduces back as well.
-                scale, shift = self.affine(mean, variance, gamma, beta)
-                return ops.cast(v * scale + shift, v.dtype)
-            if weights is None:
-                return written_out[False](v, centred, variance, gamma, beta)
-            return written_out[True](
-                v, centred, variance, gamma, beta, weights
-            )
+        moments_of, normalize = self._batch_normalizers(synchronized)
 
         def step(x, h_prev, c_prev, norm, weights=None):
             training = "h_scale" not in norm
@@ -690,6 +668,37 @@ class BNLSTMCell(keras.layers.Layer):
             return h, c, moments
 
         return step
+
+    def _batch_normalizers(self, synchronized):
+        """`(moments_of, normalize)` for a training step's in-loop
+        normalizations: `moments_of(v, weights)` gives `batch_moments`,
+        and `normalize(v, moments, gamma, beta, weights)` applies them,
+        with the gradient written out unless the moments span replicas."""
+        written_out = {
+            masked: batch_normalizer(self.epsilon, masked)
+            for masked in (False, True)
+        }
+
+        def moments_of(v, weights):
+            moments = batch_moments(v, weights, synchronized)
+            if synchronized:
+                return moments
+            # Without a gradient: `normalize` holds the terms through them.
+            return tuple(ops.stop_gradient(m) for m in moments)
+
+        def normalize(v, moments, gamma, beta, weights):
+            mean, variance, centred = moments
+            if synchronized:
+                # Autodiff, which carries the all-reduces back as well.
+                scale, shift = self.affine(mean, variance, gamma, beta)
+                return ops.cast(v * scale + shift, v.dtype)
+            if weights is None:
+                return written_out[False](v, centred, variance, gamma, beta)
+            return written_out[True](
+                v, centred, variance, gamma, beta, weights
+            )
+
+        return moments_of, normalize
 
     def call(self, inputs, states, training=False):
         h_prev, c_prev, step = states
