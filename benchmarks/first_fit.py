@@ -15,6 +15,7 @@ training windows: 7 batches of 64 and one of 2), 3 epochs, then
     python benchmarks/first_fit.py                    # 5 runs per layer
     python benchmarks/first_fit.py --units 64,64 --runs 3
     python benchmarks/first_fit.py --json first_fit.json
+    python benchmarks/first_fit.py --jit true         # both layers XLA-compiled whole
 """
 
 import argparse
@@ -29,6 +30,7 @@ from speed import positive_integers
 
 LAYERS = ("LSTM", "BNLSTM")
 PHASES = ("first_batch", "first_epoch", "fit", "predict", "total")
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 
 
 def parse_args(argv=None):
@@ -43,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--predict", type=int, default=37,
                         help="windows passed to predict() after fit()")
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per layer")
+    parser.add_argument("--jit", choices=JIT_COMPILE, default="auto",
+                        help="Model.compile's jit_compile (default auto: off for "
+                             "TensorFlow on a CPU)")
     parser.add_argument("--json", help="write the runs and medians here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -98,7 +103,7 @@ def child(spec):
         [keras.Input(x.shape[1:])]
         + [recurrent(u, return_sequences=i < len(units) - 1) for i, u in enumerate(units)]
         + [keras.layers.Dense(1)])
-    model.compile("adam", "mse")
+    model.compile("adam", "mse", jit_compile=JIT_COMPILE[request["jit"]])
     clock = Clock(keras, begun)
     model.fit(x, y, batch_size=request["batch_size"], epochs=request["epochs"],
               validation_split=0.1, callbacks=[clock.callback], verbose=0)
@@ -113,7 +118,7 @@ def run(layer, args):
     spec = json.dumps({"layer": layer, "units": args.units, "samples": args.samples,
                        "timesteps": args.timesteps, "features": args.features,
                        "batch_size": args.batch_size, "epochs": args.epochs,
-                       "predict": args.predict})
+                       "predict": args.predict, "jit": args.jit})
     out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
                          capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -127,7 +132,8 @@ def main():
         return
     import keras
 
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}; units "
+    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, "
+          f"jit_compile={args.jit}; units "
           f"{','.join(map(str, args.units))}; {args.samples} windows of {args.timesteps} "
           f"steps x {args.features} features, batch {args.batch_size}, "
           f"validation_split 0.1, {args.epochs} epochs, then predict() on {args.predict}; "
