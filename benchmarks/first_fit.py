@@ -26,11 +26,10 @@ import subprocess
 import sys
 import time
 
-from speed import positive_integers
+from speed import JIT_COMPILE, positive_integers
 
 LAYERS = ("LSTM", "BNLSTM")
 PHASES = ("first_batch", "first_epoch", "fit", "predict", "total")
-JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 
 
 def parse_args(argv=None):
@@ -111,7 +110,8 @@ def child(spec):
     model.predict(x[:request["predict"]], verbose=0)
     done = time.perf_counter()
     print(json.dumps({"import": imported - started, **clock.marks, "fit": fitted - begun,
-                      "predict": done - fitted, "total": done - begun}))
+                      "predict": done - fitted, "total": done - begun,
+                      "jit_compile": bool(model.jit_compile)}))
 
 
 def run(layer, args):

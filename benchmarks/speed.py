@@ -64,6 +64,8 @@ GRID = {
     "units": (64, 256),
     "features": (3, 32),
 }
+# `--jit`'s choices: Model.compile's jit_compile.
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 # Model name: (layer, its arguments besides units, padded data).
 LAYERS = {
     "LSTM": ("LSTM", {}, False),
@@ -86,7 +88,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed passes over the batches")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                         help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
-    parser.add_argument("--jit", choices=("auto", "true", "false"), default="auto",
+    parser.add_argument("--jit", choices=JIT_COMPILE, default="auto",
                         help="Model.compile's jit_compile (default auto: off for "
                              "TensorFlow on a CPU and for PyTorch, on for JAX)")
     parser.add_argument("--padded", action="store_true",
@@ -148,7 +150,7 @@ def build(layer, shape, jit):
         keras.layers.Dense(1),
     ])
     model.compile(optimizer="adam", loss="mse",
-                  jit_compile={"auto": "auto", "true": True, "false": False}[jit])
+                  jit_compile=JIT_COMPILE[jit])
     return model
 
 

@@ -323,7 +323,8 @@ def in_chunks(run, return_sequences, chunk, x, norm, h0, c0, kernels,
     return outputs, h, c
 
 
-def _gate_gradients(dh, dc, x_t, row, c_prev, saved_t, weights, w, n):
+def _gate_gradients(dh, dc, x_t, x_scale, shift, c_prev, saved_t, weights,
+                    w, n):
     """One backward step through the gates and both normalizations, the
     gates recomputed from what the forward step saved.
 
@@ -331,7 +332,7 @@ def _gate_gradients(dh, dc, x_t, row, c_prev, saved_t, weights, w, n):
         dh, dc: the gradients reaching the step's `h` and `c`, already
             zero in masked rows.
         x_t: the step's input.
-        row: the step's packed `[x_scale, shift]`.
+        x_scale, shift: the step's input scale and gate shift.
         c_prev: the cell state before the step.
         saved_t: the step's `(n_h, inv_h, inv_c, mean_c)`.
         weights: `(kernel, recurrent_kernel, gamma_h, gamma_c, beta_c)`.
@@ -346,7 +347,6 @@ def _gate_gradients(dh, dc, x_t, row, c_prev, saved_t, weights, w, n):
     """
     kernel, _, gamma_h, gamma_c, beta_c = weights
     n_h, inv_h, inv_c, mean_c = saved_t
-    x_scale, shift = tf.split(row, 2)
     i, f, g, o = _gates(x_t, kernel, x_scale, n_h, gamma_h, shift)
     n_c = (f * c_prev + i * g - mean_c) * inv_c
     tc = tf.tanh(n_c * gamma_c + beta_c)
@@ -393,8 +393,10 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
                 w = sample_weights[t]
                 n = tf.maximum(tf.reduce_sum(w), 1.0)
                 dh_new, dc_new = dh * w, dc * w
+            x_scale, shift = tf.split(norm[t], 2)
             dz, d_hu, d_c, f, step_sums = _gate_gradients(
-                dh_new, dc_new, x_t, norm[t], c_prev, saved_t, weights, w, n
+                dh_new, dc_new, x_t, x_scale, shift, c_prev, saved_t, weights,
+                w, n,
             )
             d_h_prev = tf.matmul(d_hu, recurrent_kernel, transpose_b=True)
             hp = h_prev
@@ -405,7 +407,6 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
             if masked:
                 d_h_prev = d_h_prev + dh * (1.0 - w)
                 d_c_prev = d_c_prev + dc * (1.0 - w)
-            x_scale = tf.split(norm[t], 2)[0]
             x_grad = tf.matmul(x_t, dz, transpose_a=True)
             dxs = dxs.write(
                 t, tf.matmul(dz, kernel * x_scale, transpose_b=True)
