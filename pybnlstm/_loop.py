@@ -18,6 +18,9 @@ executor runs a few ops per step for each value the loop carries. The
 layer's own compiled loops are in `_tf_fused`.
 """
 
+import contextlib
+import sys
+
 import keras
 from keras import ops
 
@@ -66,20 +69,30 @@ def cond(pred, true_fn, false_fn):
     `pred` has a value (eager execution), `ops.cond` where it is being
     traced. Eagerly, `ops.cond` on JAX would trace and compile both
     branches at every call."""
+    if keras.backend.backend() == "torch":
+        # PyTorch's ops.cond is a Python branch already.
+        return ops.cond(pred, true_fn, false_fn)
+    value = concrete(pred)
+    if value is None:
+        return ops.cond(pred, true_fn, false_fn)
+    return true_fn() if value else false_fn()
+
+
+def concrete(pred):
+    """The Python boolean of a scalar tensor, or `None` where it has no
+    value yet (it is being traced)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        concrete = tf.executing_eagerly()
+        known = tf.executing_eagerly()
     elif backend == "jax":
         import jax
 
-        concrete = not isinstance(pred, jax.core.Tracer)
-    else:  # PyTorch's ops.cond is a Python branch already.
-        concrete = False
-    if not concrete:
-        return ops.cond(pred, true_fn, false_fn)
-    return true_fn() if bool(ops.convert_to_numpy(pred)) else false_fn()
+        known = not isinstance(pred, jax.core.Tracer)
+    else:
+        known = True
+    return bool(ops.convert_to_numpy(pred)) if known else None
 
 
 def _under_xla():
@@ -104,6 +117,18 @@ def recording():
     return could_possibly_record()
 
 
+def unrecorded():
+    """A context in which no TensorFlow gradient tape records (a no-op on
+    other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    try:  # Not public API: without it, tapes record as usual.
+        from tensorflow.python.eager.record import stop_recording
+    except ImportError:
+        return contextlib.nullcontext()
+    return stop_recording()
+
+
 def stateless():
     """Whether variables are being read and written through a Keras
     `StatelessScope` (`stateless_call`): a function traced there would keep
@@ -113,6 +138,32 @@ def stateless():
     except ImportError:
         return True
     return in_stateless_scope()
+
+
+def exporting():
+    """Whether Keras is exporting a model: `model.export()`, an
+    `ExportArchive`, and TFLite's converter, which goes through one."""
+    return _running("keras.src.export")
+
+
+def training_step():
+    """Whether Keras' PyTorch trainer is inside a training step, where it
+    reads the model's weights after every batch."""
+    return _running("keras.src.backend.torch.trainer", "train_step")
+
+
+def _running(module, function=None):
+    """Whether code of `module` (a module or a package), or its function
+    `function`, is running further up the stack. Keras has no hook for a
+    layer to learn what its model is doing, so the frames tell."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if (name == module or name.startswith(module + ".")) and (
+                function is None or frame.f_code.co_name == function):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _at(xs, t):

@@ -620,9 +620,12 @@ class BNLSTMCell(keras.layers.Layer):
             units`, `units`, `units`) in training mode, else `None`.
         """
         # Copies read once: a variable read inside TensorFlow's loop body is
-        # read, and kept for the gradient, at every step.
-        kernel = ops.copy(self.kernel)
-        recurrent_kernel = ops.copy(self.recurrent_kernel)
+        # read, and kept for the gradient, at every step. Cast: outside a
+        # call (a refresh before saving), reads are not autocast.
+        kernel, recurrent_kernel = (
+            ops.cast(ops.copy(v), self.compute_dtype)
+            for v in (self.kernel, self.recurrent_kernel)
+        )
         # Tensors, not variables: a custom gradient may not read variables
         # (TensorFlow), and the normalizations work in float32.
         gamma_h = ops.cast(self.gamma_h, "float32")

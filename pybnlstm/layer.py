@@ -8,7 +8,7 @@ from keras import ops
 
 from pybnlstm import _checks, _loop, _replicas
 from pybnlstm.cell import BNLSTMCell
-from pybnlstm.sample import ReferenceSample
+from pybnlstm.sample import ReferenceSample, state_variable
 from pybnlstm.statistics import batch_replacement, moving_average_update
 
 
@@ -36,15 +36,16 @@ class BNLSTM(keras.layers.RNN):
     works.
 
     Moving averages lag behind weights that train, so the layer also keeps
-    its latest `statistics_sample` training sequences (a non-trainable
-    `reference_sample`, never saved in model files). Its first inference
-    call after training (`predict()`, `evaluate()`, validation in `fit()`,
-    or a plain call) first re-estimates the statistics: one
-    training-mode pass over that sample as one batch, with the weights as
-    they are and without dropout, whose moments replace each row it
-    reaches. Saving does the same first, so a saved model predicts as the
-    live one. `pybnlstm.recompute_statistics` pools the moments over a
-    whole data set instead.
+    its latest `statistics_sample` training sequences (its
+    `reference_sample`: state of the process, never a weight, never saved
+    or exported). Its first inference call after training (`predict()`,
+    `evaluate()`, validation in `fit()`, or a plain call) first
+    re-estimates the statistics: one training-mode pass over that sample
+    as one batch, with the weights as they are and without dropout, whose
+    moments replace each row it reaches. Reading the weights
+    (`get_weights()`, saving, exporting) does the same first, so what
+    leaves the layer predicts as the live one. `pybnlstm.recompute_statistics`
+    pools the moments over a whole data set instead.
 
     With a mask, time steps are counted per sequence: the t-th unmasked
     step of each sequence uses statistics row t, wherever padding put it,
@@ -288,14 +289,9 @@ class BNLSTM(keras.layers.RNN):
         self.statistics_sample = _checks.non_negative_int(
             "statistics_sample", statistics_sample
         )
-        self.reference_sample = None
-        self.batch_quantum = None
-        self._traced_refresh = None
-        self._inference_functions = {}
-        if self.statistics_sample:
-            self.reference_sample = ReferenceSample(
-                cell.units, name="reference_sample"
-            )
+        self._process = _ProcessState(
+            ReferenceSample(cell.units) if self.statistics_sample else None
+        )
         self._statistics_collector = None
         for name, value in (("use_xla", use_xla), ("use_cudnn", use_cudnn)):
             if not (value == "auto" or isinstance(value, bool)):
@@ -339,11 +335,9 @@ class BNLSTM(keras.layers.RNN):
         if self.batch_quantum is None:
             # The first training batch size, which the compiled loops pad
             # batches up to multiples of (see `_batch_bucket`); learnt
-            # again by each process, so never saved.
-            self.batch_quantum = self.add_weight(
-                shape=(), name="batch_quantum", initializer="zeros",
-                dtype="int32", trainable=False, autocast=False,
-                aggregation="only_first_replica",
+            # again by each process.
+            self._process.batch_quantum = state_variable(
+                (), "batch_quantum", "int32"
             )
         sample = self.reference_sample
         if sample is not None and not sample.built:
@@ -355,6 +349,44 @@ class BNLSTM(keras.layers.RNN):
                 self.cell.max_timesteps,
                 sequences_shape[-1],
             ))
+
+    @property
+    def reference_sample(self):
+        """The `ReferenceSample` of the latest training sequences, or
+        `None` with `statistics_sample=0`."""
+        return self._process.sample
+
+    @property
+    def batch_quantum(self):
+        """The int32 variable of the first training batch size (0 before
+        any training), or `None` before the layer is built."""
+        return self._process.batch_quantum
+
+    @property
+    def variables(self):
+        # JAX's compiled steps carry in and out exactly the model's
+        # variables: there the process state must be among them to be
+        # updated by `fit()`. On TensorFlow and PyTorch, variables are
+        # updated in place, and the state stays out, so that a
+        # checkpoint, PyTorch's parameters or an export never hold the
+        # sample. An export reads `variables` first: the statistics are
+        # re-estimated then, and the sample stays out of it on JAX too.
+        variables = super().variables
+        if _loop.exporting():
+            self.refresh_statistics()
+        elif keras.backend.backend() == "jax":
+            variables += self._process.variables()
+        return variables
+
+    @property
+    def weights(self):
+        # What is read as the weights (`get_weights()`, `summary()`, a
+        # stateful twin's `set_weights()`) holds statistics that match
+        # the weights, as inference would use them. Not inside PyTorch's
+        # training step, which reads the weights after every batch.
+        if not _loop.training_step():
+            self.refresh_statistics()
+        return super().weights
 
     def get_initial_state(self, batch_size):
         """Zero states `[h, c, step]`; `step` is the time-step index."""
@@ -469,7 +501,9 @@ class BNLSTM(keras.layers.RNN):
         statistics = None
         if batch_norm and collector is None:
             self._remember(x, weights, h0, c0, offset)
-        elif not batch_norm:
+        elif not batch_norm and not _loop.exporting():
+            # An export was refreshed before it traced (see `variables`)
+            # and never trains: it reads no sample.
             statistics = self._current_statistics()
         final, outputs, moments = self._recurrence(
             x, weights, initial_state, batch_norm, statistics,
@@ -499,7 +533,7 @@ class BNLSTM(keras.layers.RNN):
         specs = tuple(None if a is None else tf.TensorSpec(
             (None,) * min(a.shape.rank, 1) + tuple(a.shape[1:]), a.dtype)
             for a in arguments)
-        function = self._inference_functions.get(specs)
+        function = self._process.inference_functions.get(specs)
         if function is None:
 
             def inference(sequences, h0, c0, offset, mask):
@@ -509,7 +543,7 @@ class BNLSTM(keras.layers.RNN):
 
             function = tf.function(inference, autograph=False)
             function = function.get_concrete_function(*specs)
-            self._inference_functions[specs] = function
+            self._process.inference_functions[specs] = function
         last_output, outputs, final = function(*arguments)
         rows, length = sequences.shape[:2]
         last_output.set_shape((rows, self.cell.units))
@@ -731,10 +765,17 @@ class BNLSTM(keras.layers.RNN):
         sample = self.reference_sample
         if sample is None:
             return None
+        refresh = self._refresh_function()
+
+        def refreshed():
+            # No gradient flows into the statistics: a tape that recorded
+            # the compiled loops would fail ("TensorList crossing the
+            # XLA/TF boundary") where it could not differentiate them.
+            with _loop.unrecorded():
+                return refresh()
+
         statistics = _loop.cond(
-            sample.stale,
-            self._refresh_function(),
-            lambda: _values(self.cell.statistics),
+            sample.stale, refreshed, lambda: _values(self.cell.statistics)
         )
         statistics = {k: ops.stop_gradient(v) for k, v in statistics.items()}
         for key, variable in self.cell.statistics.items():
@@ -751,13 +792,13 @@ class BNLSTM(keras.layers.RNN):
         layer and trace."""
         if not self._fused():
             return self._refreshed_statistics
-        if self._traced_refresh is None:
+        if self._process.traced_refresh is None:
             import tensorflow as tf
 
-            self._traced_refresh = tf.function(
+            self._process.traced_refresh = tf.function(
                 self._refreshed_statistics, autograph=False
             )
-        return self._traced_refresh
+        return self._process.traced_refresh
 
     def _refreshed_statistics(self):
         """The population statistics with each row the reference sample
@@ -782,27 +823,28 @@ class BNLSTM(keras.layers.RNN):
     @property
     def statistics_stale(self):
         """Whether the layer trained since its population statistics were
-        last re-estimated (they are, at its next inference call)."""
-        if self.reference_sample is None:
+        last re-estimated (they are, at its next inference call); `None`
+        where that is not known yet (inside a traced function)."""
+        sample = self.reference_sample
+        if sample is None or not sample.built:
             return False
-        return bool(ops.convert_to_numpy(self.reference_sample.stale))
+        if _loop.stateless():
+            return None
+        return _loop.concrete(sample.stale)
 
     def refresh_statistics(self):
         """Re-estimates the population statistics from the reference
         sample now, if the layer trained since they last were. Inference
-        does this by itself; so does saving."""
+        does this by itself; so do saving, exporting and reading the
+        weights. Inside a traced function it does nothing."""
         if self.statistics_stale:
             self._current_statistics()
 
     def save_own_variables(self, store):
         # Before the cell saves the statistics: a saved model predicts as
-        # the live one does. The layer's own variable, `batch_quantum`,
-        # belongs to this process's compiled loops and is not saved.
-        del store
+        # the live one does. The layer has no weights of its own.
+        super().save_own_variables(store)
         self.refresh_statistics()
-
-    def load_own_variables(self, store):
-        del store
 
     def _compiled_loop(self, xs, state, recurrent_mask, return_sequences,
                        batch_norm, differentiated, step_by_step):
@@ -859,8 +901,10 @@ class BNLSTM(keras.layers.RNN):
 
     def _fused(self):
         """Whether the recurrence runs XLA-compiled, in `_tf_fused`'s
-        loops."""
-        return self._xla_setting() is not False and not self._xla_unavailable()
+        loops. Not in an export: the step-by-step loop serves wherever
+        TensorFlow runs, TFLite included."""
+        return (self._xla_setting() is not False
+                and not self._xla_unavailable() and not _loop.exporting())
 
     def _xla_setting(self):
         """`use_xla`, or `use_cudnn`, its other name, where it is 'auto'."""
@@ -962,6 +1006,30 @@ class BNLSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class _ProcessState:
+    """What a BNLSTM keeps for this process only: the reference sample,
+    the batch size its compiled loops run at, and its traced functions.
+    None of it is a weight, and none of it is saved. A plain object, so
+    that neither Keras nor TensorFlow tracks it: a dictionary of traced
+    functions on a layer becomes a tracked wrapper that an export cannot
+    save, and a tracked variable goes into checkpoints.
+
+    Args:
+        sample: the layer's `ReferenceSample`, or `None`.
+    """
+
+    def __init__(self, sample):
+        self.sample = sample
+        self.batch_quantum = None
+        self.traced_refresh = None
+        self.inference_functions = {}
+
+    def variables(self):
+        sample = [] if self.sample is None else self.sample.variables
+        quantum = [] if self.batch_quantum is None else [self.batch_quantum]
+        return sample + quantum
 
 
 def _values(variables):

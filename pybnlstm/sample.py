@@ -10,9 +10,13 @@ moments of a single batch computed with the current weights are enough.
 So the layer keeps its latest training inputs here, and its first
 inference after training runs them through the recurrence once.
 
-The sample is part of the layer's state (so that it survives compiled
-training steps on every backend), but never of a model file: people
-share model files, and these are training data.
+The sample is state of this process, as a seed generator's is, not a
+parameter of the model: it is not among the layer's weights, so it stays
+out of `get_weights()`, `count_params()`, `summary()`, model and weight
+files and exports. People share those, and these are training data. It is
+a plain object, which neither Keras nor TensorFlow tracks; the layer lists
+its variables among its `variables` only on JAX, whose compiled steps
+carry nothing else in and out (see `BNLSTM.variables`).
 """
 
 import keras
@@ -22,7 +26,7 @@ from keras import ops
 STALE, NEXT, FILLED, OFFSET = range(4)
 
 
-class ReferenceSample(keras.layers.Layer):
+class ReferenceSample:
     """A ring buffer of the latest `size` training sequences of a BNLSTM,
     in the order the layer processes their steps, with their weights (0 for
     masked steps), initial states and time-step offset, and whether the
@@ -30,13 +34,16 @@ class ReferenceSample(keras.layers.Layer):
 
     Args:
         units: the layer's units (the initial states are kept too).
-        **kwargs: Base layer keyword arguments.
     """
 
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, units):
         self.units = units
         self.size = None
+        self.variables = []
+
+    @property
+    def built(self):
+        return bool(self.variables)
 
     def build(self, input_shape):
         """`input_shape` is `(sequences, timesteps, features)`: how many
@@ -44,13 +51,9 @@ class ReferenceSample(keras.layers.Layer):
         self.size, timesteps, features = input_shape
 
         def kept(shape, name):
-            # The first replica's value is kept, not a mean of different
-            # sequences; synchronized layers gather the global batch first.
-            return self.add_weight(
-                shape=shape, name=name, initializer="zeros",
-                trainable=False, autocast=False,
-                aggregation="only_first_replica",
-            )
+            variable = state_variable(shape, name)
+            self.variables.append(variable)
+            return variable
 
         self.sequences = kept(
             (self.size, timesteps, features + 1), "reference_sequences"
@@ -135,9 +138,13 @@ class ReferenceSample(keras.layers.Layer):
             ops.arange(4) == STALE, 0.0, ops.convert_to_tensor(self.status)
         ))
 
-    # Training data never goes into model files or weight files.
-    def save_own_variables(self, store):
-        del store
 
-    def load_own_variables(self, store):
-        del store
+def state_variable(shape, name, dtype="float32"):
+    """A zero-filled variable of a layer's process state (see the module's
+    docstring). Under a `tf.distribute` strategy the first replica's value
+    is kept, not a mean of different sequences; synchronized layers gather
+    the global batch first."""
+    return keras.Variable(
+        "zeros", shape=shape, dtype=dtype, trainable=False, autocast=False,
+        aggregation="only_first_replica", name=name,
+    )

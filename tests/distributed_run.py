@@ -135,8 +135,7 @@ def gaps(reference, other):
     """The largest absolute difference per kind of weight."""
     out = {"trainable": 0.0, "statistics": 0.0}
     for (name, value), (_, other_value) in zip(reference, other):
-        if name in ("moving_count", "batch_quantum") or name.startswith(
-                "reference_"):
+        if name == "moving_count":
             continue
         kind = "statistics" if name.startswith("moving_") else "trainable"
         gap = float(np.max(np.abs(value - other_value)))

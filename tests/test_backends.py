@@ -24,6 +24,7 @@ SUITES = [
     "test_padding.py",
     "test_mixed_precision.py",
     "test_keras_harness.py",
+    "test_drop_in_weights.py",
 ]
 
 

@@ -23,12 +23,15 @@ WEIGHT_SHAPES = {
     "moving_mean_c": (5, 4),
     "moving_variance_c": (5, 4),
     "moving_count": (5,),
-    # The reference sample: 512 sequences of 5 steps of 3 features and
-    # their weight, their initial states, and its bookkeeping.
+}
+# State of the process, not weights: the reference sample (512 sequences
+# of 5 steps of 3 features and their weight, their initial states, and its
+# bookkeeping) and the first training batch size (see
+# BNLSTM._batch_bucket).
+STATE_SHAPES = {
     "reference_sequences": (512, 5, 4),
     "reference_states": (512, 8),
     "reference_status": (4,),
-    # The first training batch size (see BNLSTM._batch_bucket).
     "batch_quantum": (),
 }
 
@@ -40,13 +43,19 @@ def test_weight_names_and_shapes():
     trainable = {w.name for w in layer.trainable_weights}
     assert trainable == {"kernel", "recurrent_kernel", "bias", "gamma_x",
                          "gamma_h", "gamma_c", "beta_c"}
-    assert all(w.dtype == "float32" for w in layer.non_trainable_weights
-               if w.name != "batch_quantum")
+    assert all(w.dtype == "float32" for w in layer.non_trainable_weights)
     assert layer.batch_quantum.dtype == "int32"
+    state = [*layer.reference_sample.variables, layer.batch_quantum]
+    assert {v.name: tuple(v.shape) for v in state} == STATE_SHAPES
+    # Only JAX's compiled steps need the state among the variables.
+    seeds = {id(g.state) for g in layer._seed_generators}
+    others = {v.name for v in layer.variables
+              if id(v) not in seeds and v.name not in WEIGHT_SHAPES}
+    jax = keras.backend.backend() == "jax"
+    assert others == (set(STATE_SHAPES) if jax else set())
     without = pybnlstm.BNLSTM(4, statistics_sample=0)
     without.build((None, 5, 3))
-    assert {w.name for w in without.weights} == {
-        name for name in WEIGHT_SHAPES if not name.startswith("reference")}
+    assert {w.name: tuple(w.shape) for w in without.weights} == WEIGHT_SHAPES
 
 
 def test_max_timesteps_default_explicit_and_unknown():

@@ -36,6 +36,20 @@ def model_of(*layers, features=3, timesteps=5):
     return model
 
 
+def at_epoch_end(layer):
+    """A callback that keeps, at the end of each epoch, whether `layer`'s
+    statistics were stale and their values (read from the cell: reading
+    the layer's weights would re-estimate them)."""
+    callback = keras.callbacks.Callback()
+
+    def on_epoch_end(epoch, logs=None):
+        callback.stale = layer.statistics_stale
+        callback.statistics = weights_of(layer)
+
+    callback.on_epoch_end = on_epoch_end
+    return callback
+
+
 # One feature too: the compiled loops widen a univariate input (see
 # `_tf_fused._two_features_at_least`).
 @pytest.mark.parametrize("features", [3, 1])
@@ -45,14 +59,18 @@ def test_first_inference_after_fit_uses_the_final_weights(rng, features):
     model = model_of(pybnlstm.BNLSTM(4, statistics_sample=10),
                      features=features)
     layer = model.layers[0]
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    assert layer.statistics_stale
-    stale = weights_of(layer)
+    last_epoch = at_epoch_end(layer)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[last_epoch])
+    assert last_epoch.stale
+    stale = last_epoch.statistics
     # The sample holds the 10 sequences of the last epoch; the statistics
     # are their moments as one batch under the weights fit() ended with.
+    # fit() ends with them re-estimated (its optimizer reads the weights).
     want = batch_statistics(layer, x)
-    prediction = model.predict(x, verbose=0)
     assert not layer.statistics_stale
+    assert_statistics(layer, want)
+    prediction = model.predict(x, verbose=0)
     assert_statistics(layer, want)
     assert not np.allclose(stale["moving_variance_h"],
                            want["moving_variance_h"], rtol=1e-3)
@@ -253,6 +271,7 @@ def test_stacked_and_bidirectional_layers_refresh_from_their_own_inputs(rng):
         keras.layers.Bidirectional(pybnlstm.BNLSTM(3, statistics_sample=12)),
     )
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    model.train_on_batch(x, y)
     layers = pybnlstm.recompute.bnlstm_layers(model)
     assert len(layers) == 3 and all(l.statistics_stale for l in layers)
     wants = []
