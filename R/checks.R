@@ -30,7 +30,12 @@ check_count <- function(value, name, null_ok = FALSE, zero_ok = FALSE) {
   as.integer(value)
 }
 
+# One of `choices`; the whole vector (a default left as it is) means the
+# first.
 check_choice <- function(value, name, choices) {
+  if (identical(value, choices)) {
+    return(choices[1])
+  }
   if (!is.character(value) || length(value) != 1 || !value %in% choices) {
     stop_argument(name, paste0("one of ", paste0("\"", choices, "\"",
                                                  collapse = ", ")), value)
@@ -93,6 +98,22 @@ check_seed <- function(value, name) {
 
 # An input shape without the batch dimension; NA means unknown.
 check_shape <- function(value, name) {
+  # keras3's shape(10, 3), list(10, 3) and tuples: NULL means unknown.
+  if (inherits(value, "python.builtin.object")) {
+    value <- reticulate::py_to_r(value)
+  }
+  if (is.list(value)) {
+    scalar <- vapply(value, function(d) {
+      is.null(d) || (is.numeric(d) && length(d) == 1)
+    }, logical(1))
+    if (!all(scalar)) {
+      stop_argument(name, paste("a vector of positive whole numbers",
+                                "(NA for unknown)"), value)
+    }
+    value <- vapply(value, function(d) {
+      if (is.null(d)) NA_real_ else as.numeric(d)
+    }, numeric(1))
+  }
   ok <- length(value) >= 1 &&
     (is.numeric(value) || (is.logical(value) && all(is.na(value)))) &&
     all(is.na(value) | (value >= 1 & value == round(value)))
@@ -108,6 +129,13 @@ check_shape <- function(value, name) {
 # Activations, initializers, regularizers and constraints: a name, or an
 # object Keras understands (a number for gamma_initializer).
 check_spec <- function(value, name, number_ok = FALSE) {
+  # keras3's activations and the like are R functions that carry the name
+  # of Keras' own: passed by name, they are saved by name, as keras3's
+  # layers save them, and load in any session.
+  known <- attr(value, "py_function_name", exact = TRUE)
+  if (is.function(value) && is.character(known) && length(known) == 1) {
+    return(known)
+  }
   if (is.null(value) || inherits(value, "python.builtin.object") ||
       is.function(value)) {
     return(value)

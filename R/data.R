@@ -283,17 +283,6 @@ check_date_column <- function(value, name) {
   out
 }
 
-check_choice <- function(value, name, choices) {
-  if (identical(value, choices)) {
-    return(choices[1])
-  }
-  if (!is.character(value) || length(value) != 1 || !value %in% choices) {
-    stop_argument(name, paste0("one of ", paste(dQuote(choices, FALSE),
-                                                collapse = ", ")), value)
-  }
-  value
-}
-
 # Python's ValueError and TypeError become R errors with Python's message.
 rethrow_python <- function(expr) {
   tryCatch(expr, error = function(e) {

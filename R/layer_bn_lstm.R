@@ -194,6 +194,11 @@ compose_layer <- function(object, args) {
   args$batch_size <- NULL
   sequential <- !missing(object) && !is.null(object) &&
     is_sequential(object)
+  if (sequential && length(object$`_layers`) > 0) {
+    # A model that has its input already ignores these, as it does for
+    # keras3's layer_lstm().
+    input_shape <- args$input_shape <- batch_size <- NULL
+  }
   if (!is.null(batch_size) && (!sequential || is.null(input_shape))) {
     stop("Received `batch_size` without `input_shape` and a Sequential ",
          "model as `object`: a fixed batch size belongs to the model's ",

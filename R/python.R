@@ -23,6 +23,16 @@
     error = function(e) NULL
   )
   .bnlstm$keras <- reticulate::import("keras", delay_load = TRUE)
+  # A model saved with the layer loads in a fresh session, where keras3's
+  # load_model() imports keras but nothing imports bnlstm's module: when
+  # Python first imports keras, pybnlstm is imported too, which registers
+  # the layer. reticulate runs hooks of this name after each import. A
+  # plain import, not the delayed module: keras may be imported while
+  # that one loads.
+  setHook("reticulate::keras::load", function() {
+    reticulate::import_from_path("pybnlstm", path)
+    invisible(NULL)
+  })
 }
 
 # Where pybnlstm is imported from: the copy bnlstm carries, unless the

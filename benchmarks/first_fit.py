@@ -20,13 +20,10 @@ training windows: 7 batches of 64 and one of 2), 3 epochs, then
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
-from speed import JIT_COMPILE, positive_integers
+from speed import JIT_COMPILE, in_fresh_process, positive_integers
 
 LAYERS = ("LSTM", "BNLSTM")
 PHASES = ("first_batch", "first_epoch", "fit", "predict", "total")
@@ -115,14 +112,11 @@ def child(spec):
 
 
 def run(layer, args):
-    spec = json.dumps({"layer": layer, "units": args.units, "samples": args.samples,
-                       "timesteps": args.timesteps, "features": args.features,
-                       "batch_size": args.batch_size, "epochs": args.epochs,
-                       "predict": args.predict, "jit": args.jit})
-    out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
-                         capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, {
+        "layer": layer, "units": args.units, "samples": args.samples,
+        "timesteps": args.timesteps, "features": args.features,
+        "batch_size": args.batch_size, "epochs": args.epochs,
+        "predict": args.predict, "jit": args.jit})
 
 
 def main():

@@ -312,14 +312,21 @@ def child(spec):
 
 
 def peak_memory(shape, layer, args, warm=False):
-    spec = json.dumps({"shape": shape, "layer": layer, "jit": args.jit,
-                       "steps": args.steps, "warm": warm})
+    spec = {"shape": shape, "layer": layer, "jit": args.jit,
+            "steps": args.steps, "warm": warm}
+    return in_fresh_process(__file__, spec)["peak_mib"]
+
+
+def in_fresh_process(script, spec):
+    """What `script --child SPEC` prints last, as JSON: one measurement in
+    a fresh Python process, which holds nothing compiled or allocated by
+    the measurements before it."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", spec],
+        [sys.executable, script, "--child", json.dumps(spec)],
         check=True, capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def device_name():

@@ -2,6 +2,7 @@
 population statistics."""
 
 import itertools
+import warnings
 
 import keras
 from keras import ops
@@ -180,7 +181,15 @@ class BNLSTM(keras.layers.RNN):
             in training mode or in inference mode. `fit()` sets it;
             `predict()` and `evaluate()` leave it off.
         initial_state: List of initial state tensors `[h, c]` to be passed
-            to the first call of the cell (optional, zeros if not given).
+            to the first call of the cell (optional, zeros if not given),
+            or `[h, c, step]`, as `get_initial_state()` gives them, where
+            `step`, a `(batch, 1)` tensor like the others (its first entry
+            is taken), is the time-step index the sequences start at, 0 by
+            default. The
+            statistics are per time step: to continue a sequence (chunked
+            inference, step-by-step decoding), give the steps it has run
+            so far, and the continuation computes what one pass over the
+            whole sequence would.
 
     Example:
 
@@ -193,6 +202,13 @@ class BNLSTM(keras.layers.RNN):
     >>> whole_seq_output, final_h, final_c = bnlstm(inputs)
     >>> whole_seq_output.shape
     (32, 10, 4)
+
+    Continuing a sequence, here one step at a time, as a decoder does:
+
+    >>> h, c = final_h, final_c
+    >>> for t in range(10, 13):
+    ...     step = keras.ops.full((32, 1), t)
+    ...     step_output, h, c = bnlstm(inputs[:, :1], initial_state=[h, c, step])
 
     Reference:
         - [Cooijmans et al., 2016](https://arxiv.org/abs/1603.09025)
@@ -436,13 +452,7 @@ class BNLSTM(keras.layers.RNN):
         elif initial_state is None:
             h0, c0, _ = self.get_initial_state(batch_size)
         else:
-            states = keras.tree.flatten(initial_state)
-            if len(states) != 2:
-                raise ValueError(
-                    "Received an invalid value for argument `initial_state`, "
-                    f"expected a list of 2 tensors [h, c], got {len(states)}"
-                )
-            h0, c0 = states
+            h0, c0, offset = self._given_state(initial_state)
         h0 = ops.cast(h0, self.compute_dtype)
         c0 = ops.cast(c0, self.compute_dtype)
         if mask is not None:
@@ -461,6 +471,24 @@ class BNLSTM(keras.layers.RNN):
         if self.return_state:
             return output, h, c
         return output
+
+    @staticmethod
+    def _given_state(initial_state):
+        """`(h0, c0, offset)` from a call's `initial_state`: `[h, c]`, or
+        `[h, c, step]` as `get_initial_state()` and a stateful layer's
+        `states` give them, where `step` is the time-step index the
+        sequences start at (shared by the batch: its first entry)."""
+        states = keras.tree.flatten(initial_state)
+        if len(states) not in (2, 3):
+            raise ValueError(
+                "Received an invalid value for argument `initial_state`, "
+                "expected a list of 2 tensors [h, c] or 3 [h, c, step], "
+                f"got {len(states)}"
+            )
+        if len(states) == 2:
+            return (*states, 0)
+        step = ops.reshape(ops.convert_to_tensor(states[2]), (-1,))[0]
+        return states[0], states[1], ops.cast(step, "int32")
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """Runs the recurrence over a whole sequence.
@@ -500,6 +528,7 @@ class BNLSTM(keras.layers.RNN):
         collector = self._statistics_collector
         statistics = None
         if batch_norm and collector is None:
+            _warn_if_one_sequence(x)
             self._remember(x, weights, h0, c0, offset)
         elif not batch_norm and not _loop.exporting():
             # An export was refreshed before it traced (see `variables`)
@@ -729,7 +758,7 @@ class BNLSTM(keras.layers.RNN):
     def _update_statistics(self, steps, counts, batch_stats):
         cell = self.cell
         statistics, moving_count = moving_average_update(
-            _values(cell.statistics), ops.convert_to_tensor(cell.moving_count),
+            _values(cell.statistics), _values({0: cell.moving_count})[0],
             cell.momentum, steps, counts, batch_stats,
         )
         for key, variable in cell.statistics.items():
@@ -885,18 +914,26 @@ class BNLSTM(keras.layers.RNN):
 
     def _batch_bucket(self, batch, training):
         """`(bucket, quantum)`: the batch size the compiled loops run at,
-        `batch` padded up to a multiple of `quantum`, the layer's first
-        training batch size (`batch` itself before any training).
-        Inference then runs in chunks of `quantum` rows. A partial last
-        batch, a validation set and `predict()`'s batches reuse the loops
-        XLA compiled for the training batches instead of compiling new
-        ones: XLA compiles once per input shape, and Keras' `fit()` traces
-        its step for a batch of any size."""
+        `batch` padded up to a multiple of `quantum`. In training,
+        `quantum` is the layer's first training batch size (`batch` itself
+        before any training); inference runs in chunks of `quantum` rows,
+        that size or the power of two at or above `batch` if smaller. A
+        partial last batch and a validation set reuse the loops XLA
+        compiled for the training batches: XLA compiles once per input
+        shape, and Keras' `fit()` traces its step for a batch of any size.
+        A small inference batch (one row, say) pays for its own power of
+        two, not for a training batch of a thousand; that is at most one
+        compilation per power of two up to the training batch size."""
         batch = ops.cast(batch, "int32")
         quantum = ops.convert_to_tensor(self.batch_quantum)
         quantum = ops.where(quantum > 0, quantum, batch)
         if training:
             self.batch_quantum.assign(quantum)
+        else:
+            power = ops.cast(
+                2.0 ** ops.ceil(ops.log2(ops.cast(batch, "float32"))), "int32"
+            )
+            quantum = ops.minimum(quantum, ops.maximum(power, 1))
         return (batch + quantum - 1) // quantum * quantum, quantum
 
     def _fused(self):
@@ -1033,9 +1070,30 @@ class _ProcessState:
 
 
 def _values(variables):
-    """`{key: variable}` as tensors. JAX would capture a variable passed to
-    one of its functions as a constant of the compiled step."""
-    return {key: ops.convert_to_tensor(v) for key, v in variables.items()}
+    """`{key: variable}` as float32 tensors, whatever the variables' dtype
+    (float64 under a float64 policy): the statistics are computed in
+    float32. Tensors, not variables: JAX would capture a variable passed
+    to one of its functions as a constant of the compiled step."""
+    return {key: ops.cast(ops.convert_to_tensor(v), "float32")
+            for key, v in variables.items()}
+
+
+def _warn_if_one_sequence(x):
+    """Warns when a training batch holds one sequence (where its size is
+    known when the step is traced): its batch moments are its own values,
+    so every normalized term is `beta` (0 for `x W` and `h U`) whatever
+    the input, and the layer learns nothing from it. Not an error: the
+    last batch of an epoch may hold one sequence."""
+    if x.shape[0] == 1:
+        warnings.warn(
+            "A BNLSTM trains on a batch of one sequence: batch "
+            "normalization over one sequence normalizes every term to "
+            "zero, so the layer learns nothing from it. Train with "
+            "batches of several sequences (batch_size >= 8, say); for "
+            "one-step-at-a-time forecasting, train a stateless model and "
+            "copy its weights into a stateful twin with set_weights().",
+            stacklevel=2,
+        )
 
 
 def _time_major(t):

@@ -73,7 +73,7 @@ def _row_selector(steps, counts, max_timesteps):
     rows = ops.clip(steps, 0, max_timesteps - 1)
     valid = ops.logical_and(steps < max_timesteps, counts > 0)
     selector = ops.transpose(
-        ops.one_hot(rows, max_timesteps) * ops.cast(valid, "float32")[:, None]
+        ops.one_hot(rows, max_timesteps, dtype="float32") * ops.cast(valid, "float32")[:, None]
     )
     return rows, selector, ops.sum(selector, axis=1)
 

@@ -25,6 +25,7 @@ SUITES = [
     "test_mixed_precision.py",
     "test_keras_harness.py",
     "test_drop_in_weights.py",
+    "test_everyday_flows.py",
 ]
 
 

@@ -76,6 +76,8 @@ def test_speed_benchmark_times_given_shapes_on_another_backend(tmp_path):
     ("first_fit.py", "--units", "0,3", "expected positive integers"),
     ("first_fit.py", "--units", "4,x", "expected positive integers"),
     ("first_fit.py", "--units", "", "expected positive integers"),
+    ("latency.py", "--rows", "0", "expected positive integers"),
+    ("latency.py", "--train-batch", "x", "expected positive integers"),
 ])
 def test_benchmarks_name_a_bad_argument(script, option, value, message):
     result = subprocess.run(
@@ -137,3 +139,20 @@ def test_first_fit_benchmark_reports_each_phase(tmp_path):
         assert report["ratios"][p] == pytest.approx(
             report["medians"]["BNLSTM"][p] / report["medians"]["LSTM"][p])
 
+
+
+def test_latency_benchmark_reports_each_size(tmp_path):
+    out = tmp_path / "latency.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "latency.py"), "--train-batch", "8,16",
+         "--rows", "1,3", "--timesteps", "4", "--features", "2", "--units", "3",
+         "--calls", "3", "--json", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    assert "median ms per predict_on_batch()" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["train_batch"], r["rows"]) for r in rows] == [
+        (8, 1), (8, 3), (16, 1), (16, 3)]
+    for row in rows:
+        assert row["lstm_ms"] > 0 and row["bnlstm_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["bnlstm_ms"] / row["lstm_ms"])

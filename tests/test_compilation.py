@@ -1,6 +1,8 @@
 """One XLA compilation per loop and sequence length, whatever the batch
 size: after the first epoch of `fit()`, a partial last batch, validation,
-`evaluate()` and `predict()` at new batch sizes compile nothing.
+`evaluate()` and `predict()` at new batch sizes compile nothing, but for
+an inference batch of at most half the training batch, which runs at
+the power of two at or above its size, once per power of two.
 
 XLA writes each module it compiles to `--xla_dump_to`; the test counts
 them in a fresh process, since compilations are cached per process."""
@@ -48,11 +50,20 @@ SCRIPT = textwrap.dedent("""
     model.fit(x, y, batch_size=16, epochs=2, validation_split=0.1,
               verbose=0)
     model.fit(x[:37], y[:37], batch_size=16, epochs=1, verbose=0)
-    for n in (37, 5, 100):
-        model.predict(x[:n], verbose=0)
-    model.predict(x, batch_size=7, verbose=0)
-    model.evaluate(x[:9], y[:9], verbose=0)
-    print(json.dumps({"first_epoch": first, "later": compiled()[len(first):]}))
+    trained = compiled()
+
+    def infer():
+        for n in (37, 5, 100):
+            model.predict(x[:n], verbose=0)
+        model.predict(x, batch_size=7, verbose=0)
+        model.evaluate(x[:9], y[:9], verbose=0)
+
+    infer()
+    inferred = compiled()
+    infer()
+    print(json.dumps({"first_epoch": first, "trained": trained[len(first):],
+                      "inferred": inferred[len(trained):],
+                      "again": compiled()[len(inferred):]}))
 """)
 
 
@@ -67,7 +78,14 @@ def test_later_batch_sizes_compile_nothing(tmp_path):
     # loop and the loop that re-estimates the statistics.
     kinds = sorted(name.split("_")[2] for name in report["first_epoch"])
     assert kinds == ["backward"] * 2 + ["forward"] * 2 + ["run"] * 4
-    assert report["later"] == []
+    assert report["trained"] == []
+    # predict()'s batches of 32 rows run in chunks of the training batch
+    # (16), as do 9 rows; its last batches of 5 rows (chunks of 8) and 4
+    # rows (of 100), batch_size=7's batches (8) and their last 2 rows (2)
+    # compile a loop each per layer: for 8, 4 and 2 rows.
+    inferred = sorted(name.split("_")[2] for name in report["inferred"])
+    assert inferred == ["run"] * 6
+    assert report["again"] == []
 
 
 def test_inference_is_traced_once_per_layer(monkeypatch):

@@ -87,13 +87,17 @@ test_that("a missing Python package gets an error that says what to do", {
   expect_match(out, "install_bnlstm()", fixed = TRUE)
 })
 
-test_that("the plain path: the first predict after fit re-estimates", {
+test_that("the plain path: the first predict after training re-estimates", {
   skip_if_no_bnlstm()
   x <- random_array(24, 6, 2)
   y <- random_array(24, 1)
   model <- regression_model(units = 4, input_shape = c(6, 2))
   layer <- model$layers[[1]]
   model$fit(x, y, epochs = 1L, batch_size = 8L, verbose = 0L)
+  # fit() ends with the statistics re-estimated; a step after it leaves
+  # them stale.
+  expect_false(layer$statistics_stale)
+  model$train_on_batch(x[1:8, , , drop = FALSE], y[1:8, , drop = FALSE])
   expect_true(layer$statistics_stale)
   variance_h <- function() layer$cell$moving_variance_h$numpy()
   before <- variance_h()
@@ -129,4 +133,28 @@ test_that("padding in front, as pad_sequences() does, changes nothing", {
                            verbose = 0L)
     expect_lt(max(abs(predicted[i, ] - alone)), 1e-5)
   }
+})
+
+test_that("input shapes as keras3's shape(), lists and tuples", {
+  skip_if_no_bnlstm()
+  # keras3's shape(10, 3) is a list of that class.
+  for (given in list(list(10, 3), structure(list(10L, 3L), class = "keras_shape"),
+                     reticulate::tuple(10L, 3L))) {
+    model <- keras()$Sequential() |> layer_bn_lstm(units = 2, input_shape = given)
+    expect_equal(unlist(model$inputs[[1]]$shape), c(10, 3))
+  }
+  open <- keras()$Sequential() |>
+    layer_bn_lstm(units = 2, input_shape = list(NULL, 3), max_timesteps = 4)
+  expect_null(open$inputs[[1]]$shape[[2]])
+  expect_error(layer_bn_lstm(units = 2, input_shape = list("a", 3)),
+               "input_shape")
+})
+
+test_that("input_shape on a model that has its input is ignored", {
+  skip_if_no_bnlstm()
+  model <- keras()$Sequential() |>
+    layer_bn_lstm(units = 4, input_shape = c(6, 2), return_sequences = TRUE) |>
+    layer_bn_lstm(units = 3, input_shape = c(6, 2))
+  expect_length(model$layers, 2)
+  expect_equal(unlist(model$output_shape), 3)
 })

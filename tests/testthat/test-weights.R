@@ -57,6 +57,7 @@ test_that("a stateful batch-1 twin predicts each window as the model", {
   # And back: the twin's weights, after a step of its own, into a
   # stateless model.
   twin$layers[[1]]$reset_state()
+  # (A batch of one sequence: the layer warns, on Python's side.)
   twin$train_on_batch(x[1, , , drop = FALSE], y[1, , drop = FALSE])
   back <- sequential(layer_bn_lstm(units = 8, statistics_sample = 0))
   back$set_weights(twin$get_weights())
