@@ -107,9 +107,20 @@
 #' @seealso [recompute_statistics()]
 #' @references Cooijmans, T. et al. (2016). Recurrent Batch Normalization.
 #'   <https://arxiv.org/abs/1603.09025>
+#' @examplesIf requireNamespace("keras3", quietly = TRUE) &&
+#'   reticulate::py_module_available("keras")
+#' library(keras3)
+#' model <- keras_model_sequential(input_shape = c(10, 3)) |>
+#'   layer_bn_lstm(units = 8, dropout = 0.1) |>
+#'   layer_dense(units = 1)
+#' model |> compile(optimizer = "adam", loss = "mse")
+#' x <- array(runif(16 * 10 * 3), c(16, 10, 3))
+#' y <- matrix(runif(16), 16, 1)
+#' model |> fit(x, y, epochs = 1, verbose = 0)
+#' predict(model, x, verbose = 0)
 #' @examplesIf reticulate::py_module_available("keras")
+#' # Without keras3, through reticulate:
 #' keras <- reticulate::import("keras")
-#' # With keras3: keras_model_sequential() |> layer_bn_lstm(...) |> layer_dense(1)
 #' model <- keras$Sequential() |>
 #'   layer_bn_lstm(units = 8, input_shape = c(10, 3), dropout = 0.1)
 #' model$add(keras$layers$Dense(units = 1L))

@@ -72,6 +72,11 @@ callback_bn_lstm_statistics <- function(x, batch_size = 32, steps = NULL,
 }
 
 statistics_arguments <- function(x, batch_size, steps, verbose, shuffle) {
+  if (is.data.frame(x)) {
+    stop_argument("x", paste("an array of windows (samples, timesteps,",
+                             "features), list(x, y), or a Python dataset,",
+                             "as prepare_forecast_data() makes them"), x)
+  }
   if (is.list(x) && !inherits(x, "python.builtin.object")) {
     x <- x[[1]]
   }

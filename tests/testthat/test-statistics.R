@@ -12,6 +12,8 @@ test_that("recompute_statistics averages over the batches", {
   expect_error(recompute_statistics(model, x, batch_size = 0), "`batch_size`")
   expect_error(recompute_statistics(model, "x"), "`x`")
   expect_error(recompute_statistics("model", x), "`model`")
+  expect_error(recompute_statistics(model, data.frame(a = 1:3)),
+               "`x`.*array of windows.*class data.frame")
   expect_error(recompute_statistics(model, x, shuffle = "yes"), "`shuffle`")
 })
 
