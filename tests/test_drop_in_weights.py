@@ -142,7 +142,8 @@ def tensorflow_only():
 
 
 def test_export_serves_predictions_and_holds_no_sample(rng, tmp_path):
-    tensorflow_only()
+    if keras.backend.backend() == "torch":
+        pytest.skip("a SavedModel from PyTorch needs static shapes")
     import tensorflow as tf
 
     model, x = trained(rng)
@@ -155,7 +156,9 @@ def test_export_serves_predictions_and_holds_no_sample(rng, tmp_path):
                  **TOL)
     stored = [v.numpy() for v in served.variables]
     assert not sample_shaped(stored, layer)
-    assert sum(a.size for a in stored) <= model.count_params() + 2
+    # The weights, and a seed generator's state on JAX (2 numbers) and the
+    # dropout's (1) where the backend keeps them.
+    assert sum(a.size for a in stored) <= model.count_params() + 3
     # And it still trains and refreshes afterwards, as before the export.
     model.train_on_batch(x[:16], np.zeros((16, 1)))
     assert layer.statistics_stale
