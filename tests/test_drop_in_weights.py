@@ -200,3 +200,25 @@ def test_tflite_converts_with_the_defaults(rng):
                  model.predict(x, verbose=0), **TOL)
     # No training data inside: the sample alone is 512 x 10 x 4 floats.
     assert len(flat) < 4 * (model.count_params() + 512 * TIMESTEPS)
+
+
+def test_fit_reestimates_once_at_its_end(rng, monkeypatch):
+    """Reading the weights re-estimates, but not inside a training step
+    (PyTorch's trainer reads them after every batch): one re-estimation,
+    as `fit()` ends."""
+    runs = []
+    refreshed = pybnlstm.BNLSTM._refreshed_statistics
+
+    def counted(self):
+        # Not the symbolic pass Keras' PyTorch trainer makes first, on
+        # meta tensors, where nothing is assigned.
+        if not pybnlstm._loop.stateless():
+            runs.append(self.name)
+        return refreshed(self)
+
+    monkeypatch.setattr(pybnlstm.BNLSTM, "_refreshed_statistics", counted)
+    x, y = data(rng)
+    model = model_of(pybnlstm.BNLSTM(UNITS))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert len(runs) == 1
+    assert not model.layers[0].statistics_stale
