@@ -208,7 +208,8 @@ class BNLSTM(keras.layers.RNN):
     >>> h, c = final_h, final_c
     >>> for t in range(10, 13):
     ...     step = keras.ops.full((32, 1), t)
-    ...     step_output, h, c = bnlstm(inputs[:, :1], initial_state=[h, c, step])
+    ...     state = [h, c, step]
+    ...     step_output, h, c = bnlstm(inputs[:, :1], initial_state=state)
 
     Reference:
         - [Cooijmans et al., 2016](https://arxiv.org/abs/1603.09025)

@@ -72,9 +72,8 @@ def _row_selector(steps, counts, max_timesteps):
     update one product, on every backend."""
     rows = ops.clip(steps, 0, max_timesteps - 1)
     valid = ops.logical_and(steps < max_timesteps, counts > 0)
-    selector = ops.transpose(
-        ops.one_hot(rows, max_timesteps, dtype="float32") * ops.cast(valid, "float32")[:, None]
-    )
+    one_hot = ops.one_hot(rows, max_timesteps, dtype="float32")
+    selector = ops.transpose(one_hot * ops.cast(valid, "float32")[:, None])
     return rows, selector, ops.sum(selector, axis=1)
 
 
