@@ -70,7 +70,8 @@ def cond(pred, true_fn, false_fn):
     traced. Eagerly, `ops.cond` on JAX would trace and compile both
     branches at every call."""
     if keras.backend.backend() == "torch":
-        # PyTorch's ops.cond is a Python branch already.
+        # PyTorch's ops.cond is a Python branch already, and takes the
+        # first branch on the meta tensors of Keras' symbolic build.
         return ops.cond(pred, true_fn, false_fn)
     value = concrete(pred)
     if value is None:

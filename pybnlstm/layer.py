@@ -185,11 +185,10 @@ class BNLSTM(keras.layers.RNN):
             or `[h, c, step]`, as `get_initial_state()` gives them, where
             `step`, a `(batch, 1)` tensor like the others (its first entry
             is taken), is the time-step index the sequences start at, 0 by
-            default. The
-            statistics are per time step: to continue a sequence (chunked
-            inference, step-by-step decoding), give the steps it has run
-            so far, and the continuation computes what one pass over the
-            whole sequence would.
+            default. The statistics are per time step: to continue a
+            sequence (chunked inference, step-by-step decoding), give the
+            steps it has run so far, and the continuation computes what
+            one pass over the whole sequence would.
 
     Example:
 
@@ -759,7 +758,7 @@ class BNLSTM(keras.layers.RNN):
     def _update_statistics(self, steps, counts, batch_stats):
         cell = self.cell
         statistics, moving_count = moving_average_update(
-            _values(cell.statistics), _values({0: cell.moving_count})[0],
+            _values(cell.statistics), _value(cell.moving_count),
             cell.momentum, steps, counts, batch_stats,
         )
         for key, variable in cell.statistics.items():
@@ -1071,12 +1070,16 @@ class _ProcessState:
 
 
 def _values(variables):
-    """`{key: variable}` as float32 tensors, whatever the variables' dtype
+    """`{key: variable}` as tensors, as `_value` gives them."""
+    return {key: _value(v) for key, v in variables.items()}
+
+
+def _value(variable):
+    """A statistics variable as a float32 tensor, whatever its dtype
     (float64 under a float64 policy): the statistics are computed in
-    float32. Tensors, not variables: JAX would capture a variable passed
-    to one of its functions as a constant of the compiled step."""
-    return {key: ops.cast(ops.convert_to_tensor(v), "float32")
-            for key, v in variables.items()}
+    float32. A tensor, not the variable: JAX would capture a variable
+    passed to one of its functions as a constant of the compiled step."""
+    return ops.cast(ops.convert_to_tensor(variable), "float32")
 
 
 def _warn_if_one_sequence(x):

@@ -17,14 +17,14 @@ NON_TRAINABLE = 7
 
 class BNLSTMHarnessTest(testing.TestCase):
     def check(self, init_kwargs, input_shape, expected_output_shape,
-              non_trainable=NON_TRAINABLE, **kwargs):
+              **kwargs):
         self.run_layer_test(
             pybnlstm.BNLSTM,
             init_kwargs=init_kwargs,
             input_shape=input_shape,
             expected_output_shape=expected_output_shape,
             expected_num_trainable_weights=TRAINABLE,
-            expected_num_non_trainable_weights=non_trainable,
+            expected_num_non_trainable_weights=NON_TRAINABLE,
             supports_masking=True,
             **kwargs,
         )
