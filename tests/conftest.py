@@ -67,3 +67,20 @@ def r_library(tmp_path_factory):
                     str(library), str(root)], check=True,
                    capture_output=True)
     return library
+
+
+# The tiers, by file (pyproject.toml registers the markers): `-m fast` is
+# the math against the reference, the layer's contract and the padding;
+# `-m tooling` the tests of the benchmarks, the demos, the docs and the R
+# package's build.
+FAST = {"test_math.py", "test_layer.py", "test_padding.py"}
+TOOLING = {"test_benchmark.py", "test_demos.py", "test_docs.py",
+           "test_r_install.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in FAST:
+            item.add_marker(pytest.mark.fast)
+        if item.path.name in TOOLING:
+            item.add_marker(pytest.mark.tooling)

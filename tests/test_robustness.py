@@ -1,4 +1,6 @@
-"""Hard inputs stay finite, and the same seed gives the same model."""
+"""Hard inputs: training stays finite, and the trained layer still computes
+what the NumPy reference computes from its weights, in training and in
+inference; the same seed gives the same model."""
 
 import keras
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 
 import pybnlstm
 from conftest import assert_equal, to_np
+from reference import reference_for
 
 
 def fitted(x, y, seed=0, batch_size=4, epochs=2, **layer_args):
@@ -26,6 +29,25 @@ def assert_all_finite(model, losses, x):
         assert np.isfinite(to_np(weight)).all(), weight.path
     assert np.isfinite(to_np(model.predict(x, verbose=0))).all()
     assert np.isfinite(to_np(model(x, training=True))).all()
+    assert_matches_reference(model, x)
+
+
+def assert_matches_reference(model, x, rtol=1e-3, atol=1e-4):
+    """The model's BNLSTM against the reference on x, with the weights and
+    statistics it has: inference first (its statistics re-estimated for the
+    trained weights by that very call, so the reference reads them after),
+    then training mode on a fresh reference of the same weights. A Masking
+    layer's mask (all features zero) goes to both."""
+    layer = next(l for l in model.layers if isinstance(l, pybnlstm.BNLSTM))
+    mask = np.any(x != 0, axis=-1) if isinstance(
+        model.layers[0], keras.layers.Masking) else None
+    h = to_np(layer(x, mask=mask))
+    _, expected, _ = reference_for(layer).run(x, training=False, mask=mask)
+    np.testing.assert_allclose(h, expected, rtol=rtol, atol=atol)
+    reference = reference_for(layer)
+    h = to_np(layer(x, mask=mask, training=True))
+    _, expected, _ = reference.run(x, training=True, mask=mask)
+    np.testing.assert_allclose(h, expected, rtol=rtol, atol=atol)
 
 
 @pytest.fixture
@@ -34,14 +56,14 @@ def data(rng):
     return x, rng.normal(size=(8, 1)).astype("float32")
 
 
-def test_batch_of_one_trains(data):
+def test_batch_of_one_trains_as_the_reference(data):
     """One sample has zero batch variance: BN then gives its shift."""
     x, y = data
     model, losses = fitted(x, y, batch_size=1)
     assert_all_finite(model, losses, x)
 
 
-def test_constant_features_train(data):
+def test_constant_features_train_as_the_reference(data):
     x, y = data
     x = np.ones_like(x) * 3.0
     model, losses = fitted(x, y)
@@ -49,7 +71,7 @@ def test_constant_features_train(data):
 
 
 @pytest.mark.parametrize("scale", [1e4, 1e-4])
-def test_large_and_small_inputs_train(data, scale):
+def test_large_and_small_inputs_train_as_the_reference(data, scale):
     x, y = data
     model, losses = fitted(x * scale, y)
     assert_all_finite(model, losses, x * scale)
@@ -77,7 +99,7 @@ def masked_model():
     return model
 
 
-def test_all_masked_samples_stay_finite(data):
+def test_all_masked_samples_stay_finite_and_exact(data):
     x, y = data
     x = x.copy()
     x[:3] = 0.0  # three samples masked at every step
@@ -90,7 +112,7 @@ def test_all_masked_samples_stay_finite(data):
     assert_equal(to_np(hidden.predict(x[:3], verbose=0)), np.zeros((3, 6)))
 
 
-def test_a_step_with_every_sample_masked_stays_finite(data):
+def test_a_step_with_every_sample_masked_stays_finite_and_exact(data):
     x, y = data
     x = x.copy()
     x[:, 2] = 0.0  # step 2 is masked in the whole batch
