@@ -20,6 +20,35 @@ read_daily_sales <- function() {
   sales
 }
 
+#' Real daily sales of 20 products of an online retailer
+#'
+#' Daily units sold and the mean unit price paid, for the 20 products
+#' ordered on the most invoices of a UK online retailer, 2009-12-01 to
+#' 2011-12-09: derived from the "Online Retail II" data set (Chen, 2012,
+#' UCI Machine Learning Repository, CC BY 4.0) by
+#' `make_online_retail_daily.py`, with cancellations and returns dropped.
+#' `online_retail_LICENSE.md` beside it has the citation, the rules and the
+#' products' descriptions (`system.file("extdata", package = "bnlstm")`).
+#'
+#' A product has a row only on the days it sold: weekends, the Christmas
+#' closing and the days before a product was listed have none. Give
+#' [prepare_forecast_data()] the product's rows and
+#' `gaps = list(units = "zero", price = "previous")`.
+#'
+#' @return A data.frame with columns `date` (Date), `product` (the stock
+#'   code, character), `units` and `price`, ordered by product and date.
+#' @examples
+#' retail <- read_online_retail()
+#' table(retail$product)
+#' @export
+read_online_retail <- function() {
+  path <- system.file("extdata", "online_retail_daily.csv", package = "bnlstm",
+                      mustWork = TRUE)
+  retail <- utils::read.csv(path, colClasses = c(product = "character"))
+  retail$date <- as.Date(retail$date)
+  retail
+}
+
 #' Split, scale and window a dated series for forecasting
 #'
 #' Checks a data.frame, splits it by date into training, validation and
@@ -50,8 +79,14 @@ read_daily_sales <- function() {
 #'   holidays): in each window they are taken `horizon` steps later, so the
 #'   last step carries their value on the forecast date.
 #' @param date Name of the date column (Date, POSIXct, or ISO strings).
-#' @param gaps `"error"` (the default) stops at missing time steps;
-#'   `"interpolate"` inserts them and fills every column linearly in time.
+#' @param gaps What to do with missing time steps (dates absent from the
+#'   `freq` grid): one method for every column, or a named list of methods
+#'   by column, such as `list(units = "zero", price = "previous")` (a
+#'   missing day of sales is usually a day with none, while a price carries
+#'   forward). The methods: `"error"` (the default, and that of columns the
+#'   list leaves out) stops at the first gap; `"zero"` fills with 0;
+#'   `"previous"` carries the last value forward; `"interpolate"` fills
+#'   linearly in time.
 #' @param freq The series' step as a pandas frequency: `"D"` (daily, the
 #'   default), `"W"`, `"MS"`, ...
 #'
@@ -75,7 +110,7 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
                                   validation_end, features = target,
                                   horizon = 1, known_ahead = NULL,
                                   date = "date",
-                                  gaps = c("error", "interpolate"),
+                                  gaps = "error",
                                   freq = "D") {
   if (!is.data.frame(data)) {
     stop_argument("data", "a data.frame", data)
@@ -91,7 +126,7 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
   }
   lookback <- check_count(lookback, "lookback")
   horizon <- check_count(horizon, "horizon")
-  gaps <- check_choice(gaps, "gaps", c("error", "interpolate"))
+  gaps <- check_gaps(gaps, unique(c(target, features)))
   freq <- check_string(freq, "freq")
   train_end <- check_date(train_end, "train_end")
   validation_end <- check_date(validation_end, "validation_end")
@@ -201,6 +236,41 @@ print.bn_lstm_forecast_data <- function(x, ...) {
                 format(max(windows$dates))))
   }
   invisible(x)
+}
+
+gap_methods <- c("error", "zero", "previous", "interpolate")
+
+# One gap method, or a dict of methods by column for Python.
+check_gaps <- function(gaps, columns) {
+  if (is.character(gaps) && length(gaps) == 1 && is.null(names(gaps))) {
+    return(check_choice(gaps, "gaps", gap_methods))
+  }
+  named <- (is.list(gaps) || is.character(gaps)) && length(gaps) > 0 &&
+    !is.null(names(gaps)) && all(nzchar(names(gaps)))
+  if (!named) {
+    stop_argument("gaps", paste0(
+      "one of \"", paste(gap_methods, collapse = "\", \""),
+      "\", or a named list of them by column"
+    ), gaps)
+  }
+  unknown <- setdiff(names(gaps), columns)
+  if (length(unknown) > 0) {
+    stop("Received an invalid value for argument `gaps`: its names must be ",
+         "among the target and features (", paste(columns, collapse = ", "),
+         "), got ", paste0("\"", unknown, "\"", collapse = ", "), ".",
+         call. = FALSE)
+  }
+  for (column in names(gaps)) {
+    method <- gaps[[column]]
+    if (!is.character(method) || length(method) != 1 ||
+        !method %in% gap_methods) {
+      stop("Received an invalid value for argument `gaps`: expected one of ",
+           paste0("\"", gap_methods, "\"", collapse = ", "), " for column \"",
+           column, "\", got ", paste(format(method), collapse = ", "), ".",
+           call. = FALSE)
+    }
+  }
+  do.call(reticulate::dict, as.list(gaps))
 }
 
 check_columns <- function(value, name, data, single = FALSE) {

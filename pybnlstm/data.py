@@ -157,9 +157,14 @@ def prepare_forecast_data(
             or holidays: in each window they are taken `horizon` steps later,
             so the last step carries their value on the forecast date.
         date: Name of the date column. Default: "date".
-        gaps: What to do with missing time steps: "error" (the default)
-            stops with the first gap; "interpolate" inserts the missing
-            steps and fills every column linearly in time.
+        gaps: What to do with missing time steps (dates absent from the
+            `freq` grid): one method for every column, or a dict of
+            methods by column, for example `{"units": "zero", "price":
+            "previous"}` (a missing day of sales is usually a day with none,
+            while a price carries forward). The methods: "error" (the
+            default, and that of columns the dict leaves out) stops with
+            the first gap; "zero" fills with 0; "previous" carries the last
+            value forward; "interpolate" fills linearly in time.
         freq: The series' step, a pandas frequency. Default: "D" (daily).
 
     Returns:
@@ -200,12 +205,8 @@ def prepare_forecast_data(
         )
     lookback = _checks.positive_int("lookback", lookback)
     horizon = _checks.positive_int("horizon", horizon)
-    if gaps not in ("error", "interpolate"):
-        raise ValueError(
-            "Received an invalid value for argument `gaps`: expected "
-            f"'error' or 'interpolate', got {gaps!r}"
-        )
     columns = list(dict.fromkeys([target, *features]))
+    gaps = _gap_methods(gaps, columns)
     frame = _checked_series(frame, date, columns, gaps, freq)
     dates = frame[date].to_numpy()
     train_end = _timestamp("train_end", train_end)
@@ -345,6 +346,59 @@ def _timestamp(name, value):
     return stamp
 
 
+GAP_METHODS = ("error", "zero", "previous", "interpolate")
+
+
+def _gap_methods(gaps, columns):
+    """The gap method of each column, from one method or a dict by column."""
+    if isinstance(gaps, str) and gaps in GAP_METHODS:
+        return dict.fromkeys(columns, gaps)
+    if isinstance(gaps, dict):
+        unknown = [c for c in gaps if c not in columns]
+        if unknown:
+            raise ValueError(
+                "Received an invalid value for argument `gaps`: its keys "
+                f"must be among the target and features {columns}, got "
+                f"{unknown}"
+            )
+        gaps = {c: gaps.get(c, "error") for c in columns}
+    else:
+        raise TypeError(
+            "Received an invalid value for argument `gaps`: expected one of "
+            f"{GAP_METHODS} or a dict of them by column, got {gaps!r}"
+        )
+    for column, method in gaps.items():
+        if method not in GAP_METHODS:
+            raise ValueError(
+                f"Received an invalid value for argument `gaps`: expected "
+                f"one of {GAP_METHODS} for column {column!r}, got {method!r}"
+            )
+    return gaps
+
+
+def _fill_gaps(frame, date, grid, gaps):
+    """The frame on the full grid, each column's missing steps filled."""
+    missing_steps = grid[~grid.isin(frame[date])]
+    unfilled = [c for c, method in gaps.items() if method == "error"]
+    if unfilled:
+        raise ValueError(
+            f"The series has {len(missing_steps)} missing time step(s), "
+            f"the first on {missing_steps[0].date()}; fill them, or pass "
+            "gaps='interpolate' to fill them linearly, or a method per "
+            "column, such as gaps={'units': 'zero', 'price': 'previous'} "
+            f"(no method for {unfilled})"
+        )
+    out = frame.set_index(date).reindex(grid)
+    for column, method in gaps.items():
+        if method == "zero":
+            out[column] = out[column].fillna(0.0)
+        elif method == "previous":
+            out[column] = out[column].ffill()
+        else:
+            out[column] = out[column].interpolate(method="time")
+    return out.rename_axis(date).reset_index()
+
+
 def _checked_series(frame, date, columns, gaps, freq):
     """The needed columns, numeric, with a sorted, gap-free date column."""
     missing = [c for c in [date, *columns] if c not in frame.columns]
@@ -410,13 +464,5 @@ def _checked_series(frame, date, columns, gaps, freq):
             f"grid that starts on {stamps.iloc[0]}; check `freq`"
         )
     if len(grid) != len(stamps):
-        missing_steps = grid[~grid.isin(stamps)]
-        if gaps == "error":
-            raise ValueError(
-                f"The series has {len(missing_steps)} missing time step(s), "
-                f"the first on {missing_steps[0].date()}; fill them, or pass "
-                "gaps='interpolate' to fill them linearly"
-            )
-        out = out.set_index(date).reindex(grid)
-        out = out.interpolate(method="time").rename_axis(date).reset_index()
+        out = _fill_gaps(out, date, grid, gaps)
     return out

@@ -164,6 +164,28 @@ def test_gaps_can_be_interpolated():
     np.testing.assert_allclose(filled, between, rtol=1e-5)
 
 
+def test_gaps_filled_per_column():
+    """Units missing on a closed day are zero sales; the price carries
+    forward; a column the dict leaves out still stops at a gap."""
+    frame = series()
+    with_gap = frame.drop(index=[40, 41]).reset_index(drop=True)
+    data = prepare(with_gap, gaps={"sales": "zero", "price": "previous",
+                                   "promotion": "interpolate"})
+    window = data.train.x[42 - 13]  # the window whose last step is row 42
+    restore = data.scaler.inverse_transform
+    np.testing.assert_allclose(restore(window[-3:-1, 0], "sales"), [0, 0], atol=1e-4)
+    np.testing.assert_allclose(restore(window[-3:-1, 1], "price"),
+                               [frame.price.iloc[39]] * 2, rtol=1e-5)
+    np.testing.assert_allclose(restore(window[-1, 0], "sales"), frame.sales.iloc[42], rtol=1e-5)
+    # Scaling saw the filled rows: the zeros are training data.
+    filled = frame.assign(sales=np.where(frame.index.isin([40, 41]), 0.0, frame.sales),
+                          price=frame.price.where(~frame.index.isin([40, 41])).ffill())
+    train = filled[filled.date <= "2020-03-15"]
+    np.testing.assert_allclose(data.scaler.mean[:2], [train.sales.mean(), train.price.mean()])
+    with pytest.raises(ValueError, match=r"missing time step.*no method for \['promotion'\]"):
+        prepare(with_gap, gaps={"sales": "zero", "price": "previous"})
+
+
 def test_weekly_series_with_freq():
     frame = series(days=60).assign(date=pd.date_range("2010-01-03", periods=60, freq="W"))
     data = prepare(frame, train_end="2010-09-30", validation_end="2010-12-31", freq="W", lookback=8)
@@ -187,7 +209,9 @@ def test_weekly_series_with_freq():
         (None, {"horizon": -1}, ValueError, "`horizon`.*positive integer"),
         (None, {"lookback": 120}, ValueError, "`lookback`.*needs at least 121 rows.*has 120"),
         (None, {"lookback": 80}, ValueError, "training period has no windows"),
-        (None, {"gaps": "drop"}, ValueError, "`gaps`.*'error' or 'interpolate'"),
+        (None, {"gaps": "drop"}, TypeError, "`gaps`.*one of.*'zero'.*or a dict"),
+        (None, {"gaps": {"cost": "zero"}}, ValueError, r"`gaps`.*keys.*\['cost'\]"),
+        (None, {"gaps": {"price": "mean"}}, ValueError, "`gaps`.*column 'price', got 'mean'"),
         (None, {"train_end": "someday"}, ValueError, "`train_end`.*date"),
         (None, {"train_end": 5}, ValueError, "`train_end`.*date"),
         (None, {"validation_end": "2020-03-01"}, ValueError, "train_end before validation_end"),
@@ -243,3 +267,46 @@ def test_bundled_sales_data_prepares_for_the_demo():
     )
     assert len(data.validation) == 181 and len(data.test) == 184
     assert data.train.x.shape == (3653 - 28 - 181 - 184, 28, 4)
+
+
+RETAIL = ROOT / "inst" / "extdata" / "online_retail_daily.csv"
+
+
+def test_shipped_retail_sales_are_daily_sales_of_20_products():
+    retail = pd.read_csv(RETAIL, dtype={"product": str}, parse_dates=["date"])
+    assert list(retail.columns) == ["date", "product", "units", "price"]
+    assert retail["product"].nunique() == 20
+    assert not retail.duplicated(["product", "date"]).any()
+    assert (retail.units > 0).all() and (retail.units == retail.units.round()).all()
+    assert (retail.price > 0).all()
+    assert retail.date.min() == pd.Timestamp("2009-12-01")
+    assert retail.date.max() == pd.Timestamp("2011-12-09")
+    assert retail.equals(retail.sort_values(["product", "date"], kind="stable"))
+
+
+def test_real_product_windows_fill_closed_days():
+    """One real product, started in March 2010: the days it did not sell
+    are zero units at the last price paid, and every window's inputs and
+    target turn back into those raw values."""
+    retail = pd.read_csv(RETAIL, dtype={"product": str}, parse_dates=["date"])
+    product = retail[retail["product"] == "22423"].drop(columns="product")
+    data = prepare_forecast_data(
+        product, "units", features=["units", "price"], lookback=14,
+        train_end="2011-06-30", validation_end="2011-09-30",
+        gaps={"units": "zero", "price": "previous"})
+    sold = product.set_index("date")
+    days = pd.date_range(sold.index[0], sold.index[-1], freq="D")
+    units = sold.units.reindex(days, fill_value=0).to_numpy(dtype=float)
+    price = sold.price.reindex(days).ffill().to_numpy()
+    assert (units == 0).mean() > 0.1  # weekends and the Christmas closing
+    windows = len(data.train) + len(data.validation) + len(data.test)
+    assert windows == len(days) - 14
+    for period in (data.train, data.validation, data.test):
+        for i in (0, len(period) // 2, len(period) - 1):
+            last = days.get_loc(period.dates[i]) - 1
+            np.testing.assert_allclose(
+                data.inverse_transform(period.x[i, :, 0]), units[last - 13:last + 1], atol=1e-3)
+            np.testing.assert_allclose(
+                data.scaler.inverse_transform(period.x[i, :, 1], "price"),
+                price[last - 13:last + 1], rtol=1e-5)
+            np.testing.assert_allclose(data.inverse_transform(period.y[i]), units[last + 1], atol=1e-3)

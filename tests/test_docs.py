@@ -68,7 +68,6 @@ def test_python_blocks_run(page, scratch):
 @pytest.mark.parametrize("page", pages_with("r"))
 def test_r_blocks_run(page, scratch, r_library):
     code = "\n".join(code_blocks(page, "r"))
-    assert KERAS3 in code, "an R block that uses keras3 loads it"
     run(["Rscript", "-e", code.replace(KERAS3, STAND_IN)], scratch,
         {"R_LIBS": str(r_library), "RETICULATE_PYTHON": sys.executable})
 

@@ -25,6 +25,47 @@ test_that("the bundled sales series is complete and daily", {
   expect_false(anyNA(sales))
 })
 
+test_that("the bundled retail sales are daily sales of 20 products", {
+  retail <- read_online_retail()
+  expect_named(retail, c("date", "product", "units", "price"))
+  expect_s3_class(retail$date, "Date")
+  expect_type(retail$product, "character")
+  expect_length(unique(retail$product), 20)
+  expect_false(anyDuplicated(retail[c("product", "date")]) > 0)
+  expect_true(all(retail$units > 0) && all(retail$price > 0))
+  expect_equal(range(retail$date), as.Date(c("2009-12-01", "2011-12-09")))
+})
+
+test_that("a real product's closed days are zero units at the last price", {
+  skip_if_no_bnlstm()
+  retail <- read_online_retail()
+  product <- retail[retail$product == "22423", c("date", "units", "price")]
+  data <- prepare_forecast_data(
+    product, "units", lookback = 14, features = c("units", "price"),
+    train_end = "2011-06-30", validation_end = "2011-09-30",
+    gaps = list(units = "zero", price = "previous")
+  )
+  days <- seq(min(product$date), max(product$date), by = "day")
+  units <- product$units[match(days, product$date)]
+  units[is.na(units)] <- 0
+  price <- product$price[match(days, product$date)]
+  for (i in seq_along(price)[-1]) {
+    if (is.na(price[i])) price[i] <- price[i - 1]
+  }
+  expect_gt(mean(units == 0), 0.1)
+  for (period in list(data$train, data$validation, data$test)) {
+    for (i in c(1, length(period$y))) {
+      last <- match(period$dates[i], days) - 1
+      expect_equal(as.numeric(inverse_scale(data, period$x[i, , 1])),
+                   units[(last - 13):last], tolerance = 1e-4)
+      expect_equal(as.numeric(inverse_scale(data, period$x[i, , 2], "price")),
+                   price[(last - 13):last], tolerance = 1e-5)
+      expect_equal(as.numeric(inverse_scale(data, period$y[i])),
+                   units[last + 1], tolerance = 1e-4)
+    }
+  }
+})
+
 test_that("windows are R arrays matching the rows they were cut from", {
   skip_if_no_bnlstm()
   series <- toy_series()
@@ -97,6 +138,23 @@ test_that("gaps stop with the first missing day, or are interpolated", {
                  length(data$test$y), 120 - 14)
 })
 
+test_that("gaps are filled per column: zero sales, the previous price", {
+  skip_if_no_bnlstm()
+  full <- toy_series()
+  series <- full[-c(41, 42), ]
+  data <- prepare_toy(series, gaps = list(sales = "zero", price = "previous",
+                                          promotion = "interpolate"))
+  window <- data$train$x[30, , ]  # the window whose last day is the 43rd
+  expect_equal(inverse_scale(data, window[12:13, 1]), c(0, 0),
+               tolerance = 1e-4)
+  expect_equal(inverse_scale(data, window[12:13, 2], "price"),
+               rep(full$price[40], 2), tolerance = 1e-5)
+  expect_equal(inverse_scale(data, window[14, 1]), full$sales[43],
+               tolerance = 1e-5)
+  expect_error(prepare_toy(series, gaps = list(sales = "zero")),
+               "missing time step.*no method for \\['price', 'promotion'\\]")
+})
+
 test_that("bad data is stopped in R, naming what is wrong", {
   series <- toy_series()
   expect_error(prepare_toy(as.matrix(series)), "`data`.*data.frame")
@@ -116,7 +174,13 @@ test_that("bad data is stopped in R, naming what is wrong", {
   expect_error(prepare_toy(lookback = 200),
                "`lookback`.*needs at least 201 rows.*has 120")
   expect_error(prepare_toy(horizon = 1.5), "`horizon`")
-  expect_error(prepare_toy(gaps = "drop"), "`gaps`.*\"error\", \"interpolate\"")
+  expect_error(prepare_toy(gaps = "drop"),
+               "`gaps`.*\"error\", \"zero\", \"previous\", \"interpolate\"")
+  expect_error(prepare_toy(gaps = list("zero")), "`gaps`.*named list")
+  expect_error(prepare_toy(gaps = list(cost = "zero")),
+               "`gaps`.*names must be among.*sales, price, promotion.*\"cost\"")
+  expect_error(prepare_toy(gaps = list(price = "mean")),
+               "`gaps`.*for column \"price\", got mean")
   expect_error(prepare_toy(train_end = "someday"), "`train_end`.*date")
   expect_error(prepare_toy(train_end = 2020), "`train_end`.*date")
   expect_error(prepare_toy(validation_end = "2020-03-01"),
