@@ -310,3 +310,113 @@ def test_real_product_windows_fill_closed_days():
                 data.scaler.inverse_transform(period.x[i, :, 1], "price"),
                 price[last - 13:last + 1], rtol=1e-5)
             np.testing.assert_allclose(data.inverse_transform(period.y[i]), units[last + 1], atol=1e-3)
+
+
+def many_series():
+    """Three series of different starts and lengths, told apart by `store`."""
+    parts = [series(days=120, seed=1).assign(store="a"),
+             series(days=100, start="2020-01-15", seed=2).assign(store="b"),
+             series(days=90, start="2020-01-10", seed=3).assign(store="c")]
+    parts[2]["sales"] *= 10  # another scale: per-series scaling matters
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_key_cuts_windows_per_series_and_scales_each():
+    frame = many_series()
+    data = prepare(frame, key="store", known_ahead=["promotion"])
+    for period, windows in (("train", data.train), ("validation", data.validation),
+                            ("test", data.test)):
+        assert len(windows.key) == len(windows)
+        assert list(dict.fromkeys(windows.key)) == ["a", "b", "c"]
+    for store in "abc":
+        one = frame[frame.store == store].drop(columns="store").reset_index(drop=True)
+        x, y, dates = expected_windows(one, ["sales", "price", "promotion"], "sales", 14, 1,
+                                       "2020-03-15", known_ahead=["promotion"])
+        got = [w for w in (data.train, data.validation, data.test)]
+        x_got = np.concatenate([w.x[w.key == store] for w in got])
+        y_got = np.concatenate([w.y[w.key == store] for w in got])
+        d_got = np.concatenate([w.dates[w.key == store] for w in got])
+        np.testing.assert_allclose(x_got, x, rtol=1e-5, atol=1e-5)  # no window crosses series
+        np.testing.assert_allclose(y_got, y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(d_got, dates)
+        raw = one.set_index("date").sales
+        for w in got:
+            rows = w.key == store
+            np.testing.assert_allclose(data.inverse_transform(w.y[rows], key=w.key[rows]),
+                                       raw.loc[w.dates[rows]].to_numpy(), rtol=1e-5)
+
+
+def test_global_scaling_and_inverse_shapes():
+    frame = many_series()
+    data = prepare(frame, key="store", scaling="global")
+    assert data.scaler.keys is None
+    train = frame[frame.date <= "2020-03-15"]
+    np.testing.assert_allclose(data.scaler.mean[0], train.sales.mean())
+    per_series = prepare(frame, key="store")
+    values = np.stack([per_series.test.y, per_series.test.y], axis=1)
+    both = per_series.inverse_transform(values, key=per_series.test.key)
+    assert both.shape == values.shape
+    np.testing.assert_allclose(both[:, 1], per_series.inverse_transform(
+        per_series.test.y, key=per_series.test.key))
+    with pytest.raises(ValueError, match="`key`.*scaled on its own.*key=data.test.key"):
+        per_series.inverse_transform(per_series.test.y)
+    with pytest.raises(ValueError, match="`key`.*one series per row"):
+        per_series.inverse_transform(per_series.test.y, key=per_series.test.key[:3])
+
+
+def test_horizons_give_one_target_column_each():
+    frame = series()
+    data = prepare(frame, horizon=[1, 2, 3], known_ahead=["promotion"])
+    assert data.train.y.shape[1] == 3 and data.train.dates.shape[1] == 3
+    assert data.inputs == ["sales", "price", "promotion+1", "promotion+2", "promotion+3"]
+    assert data.train.x.shape[2] == 5
+    all_x = np.concatenate([data.train.x, data.validation.x, data.test.x])
+    all_y = np.concatenate([data.train.y, data.validation.y, data.test.y])
+    assert len(all_x) == 120 - 14 - 3 + 1
+    # Training windows forecast nothing after train_end.
+    assert data.train.dates.max() <= np.datetime64("2020-03-15")
+    assert data.validation.dates[0, -1] > np.datetime64("2020-03-15")
+    units = data.inverse_transform(all_y)
+    promotion = data.scaler.inverse_transform(all_x[..., 2:], "promotion")
+    for i in (0, 50, len(all_x) - 1):
+        last = i + 13
+        np.testing.assert_allclose(units[i], frame.sales.iloc[last + 1:last + 4], rtol=1e-5)
+        np.testing.assert_allclose(promotion[i, -1], frame.promotion.iloc[last + 1:last + 4],
+                                   atol=1e-5)
+
+
+def test_a_series_without_windows_in_a_period_is_named():
+    frame = many_series()
+    short = frame[(frame.store != "c") | (frame.date <= "2020-03-25")]
+    with pytest.warns(UserWarning, match="Series store='c': The test period has no windows"):
+        data = prepare(short, key="store")
+    assert "c" not in set(data.test.key) and "c" in set(data.validation.key)
+
+
+@pytest.mark.parametrize(
+    "kwargs, change, error, message",
+    [
+        ({"key": "shop"}, None, ValueError, "no column 'shop' for `key`"),
+        ({"key": "price"}, None, ValueError, "`key`.*'price' is the date, the target or a feature"),
+        ({"key": "store", "scaling": "each"}, None, ValueError, "`scaling`.*'series' or 'global'"),
+        ({"key": "store"}, lambda f: f[(f.store != "b") | (f.date < "2020-01-25")],
+         ValueError, "Series store='b'.*needs at least 15 rows"),
+        ({"key": "store"}, lambda f: f.assign(store=f.store.where(f.index != 7)),
+         ValueError, "'store' \\(the key\\) is missing at row 7"),
+        ({"key": "store"}, lambda f: f.assign(date=f.date.where(f.store != "b",
+                                                                f.date + pd.Timedelta(days=200))),
+         ValueError, r"Series \['b'\] have no rows in the training period.*scaling='global'"),
+        ({"key": "store"}, lambda f: f.drop(index=[130]), ValueError,
+         "Series store='b': The series has 1 missing time step"),
+        ({"horizon": [2, 1]}, None, ValueError, "`horizon`.*increasing"),
+        ({"horizon": []}, None, ValueError, "`horizon`.*increasing"),
+        ({"horizon": [1, 0]}, None, ValueError, "`horizon`.*positive"),
+        ({"horizon": "7"}, None, TypeError, "`horizon`"),
+    ],
+)
+def test_bad_keys_and_horizons(kwargs, change, error, message):
+    frame = many_series()
+    if change is not None:
+        frame = change(frame)
+    with pytest.raises(error, match=message):
+        prepare(frame, **kwargs)
