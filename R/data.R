@@ -64,7 +64,8 @@ read_online_retail <- function() {
 #' `pybnlstm.prepare_forecast_data()`; argument errors are raised here,
 #' before anything reaches Python.
 #'
-#' @param data A data.frame, one row per time step, in date order.
+#' @param data A data.frame, one row per time step (per series with
+#'   `key`), in date order within each series.
 #' @param target Name of the column to forecast.
 #' @param lookback Time steps per window.
 #' @param train_end Last date of the training period (a Date or a string
@@ -74,10 +75,15 @@ read_online_retail <- function() {
 #' @param features Input columns, in order; numeric or logical. Default:
 #'   the target alone.
 #' @param horizon How many steps after a window's last step its target
-#'   lies. Default: `1`.
+#'   lies (default `1`), or increasing steps such as `1:7` for the next
+#'   seven days: `y` then has one column per horizon (a direct multi-output
+#'   forecast), and a window belongs to the period of the last date it
+#'   forecasts.
 #' @param known_ahead Features known in advance (planned promotions,
 #'   holidays): in each window they are taken `horizon` steps later, so the
-#'   last step carries their value on the forecast date.
+#'   last step carries their value on the forecast date. With several
+#'   horizons each becomes one input per horizon, named `"column+h"` in
+#'   `inputs`, holding its value h steps later.
 #' @param date Name of the date column (Date, POSIXct, or ISO strings).
 #' @param gaps What to do with missing time steps (dates absent from the
 #'   `freq` grid): one method for every column, or a named list of methods
@@ -89,13 +95,25 @@ read_online_retail <- function() {
 #'   linearly in time.
 #' @param freq The series' step as a pandas frequency: `"D"` (daily, the
 #'   default), `"W"`, `"MS"`, ...
+#' @param key Name of the column that tells series apart (a product, a
+#'   store), or `NULL` for one series. Each series is gap-filled and cut
+#'   into windows on its own, so no window crosses two, and series may
+#'   differ in length and start date; the split dates apply to every
+#'   series. A series with no windows in a period is named in a warning.
+#' @param scaling With `key`: `"series"` (the default) scales each series
+#'   with its own training period's mean and standard deviation,
+#'   `"global"` all series with those of their training rows together.
 #'
 #' @return A list of class `bn_lstm_forecast_data` with elements `train`,
 #'   `validation` and `test` (each a list of the inputs `x`, the scaled
-#'   targets `y` as a one-dimensional array, and the forecast `dates`), `scaler` (the `columns`, `mean` and `scale` fitted on the
-#'   training period), `target`, `features`, `known_ahead`, `lookback`
-#'   and `horizon`. [inverse_scale()] turns scaled predictions back into
-#'   the target's units.
+#'   targets `y` as an array, one column per horizon with several, the
+#'   forecast `dates` shaped as `y`, and with `key` the series of each
+#'   window), `scaler` (the `columns`, `mean` and `scale` fitted on the
+#'   training period, one row per series of `keys` with per-series
+#'   scaling), `inputs` (the names along the last axis of `x`), `target`,
+#'   `features`, `known_ahead`, `lookback`, `horizon` and `key`.
+#'   [inverse_scale()] turns scaled predictions back into the target's
+#'   units.
 #' @examplesIf reticulate::py_module_available("keras")
 #' sales <- read_daily_sales()
 #' data <- prepare_forecast_data(
@@ -109,9 +127,9 @@ read_online_retail <- function() {
 prepare_forecast_data <- function(data, target, lookback, train_end,
                                   validation_end, features = target,
                                   horizon = 1, known_ahead = NULL,
-                                  date = "date",
-                                  gaps = "error",
-                                  freq = "D") {
+                                  date = "date", gaps = "error", freq = "D",
+                                  key = NULL,
+                                  scaling = c("series", "global")) {
   if (!is.data.frame(data)) {
     stop_argument("data", "a data.frame", data)
   }
@@ -124,9 +142,12 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
       stop_argument("known_ahead", "columns among `features`", known_ahead)
     }
   }
+  columns <- unique(c(target, features))
+  key <- check_key(key, data, c(date, columns))
+  scaling <- check_choice(scaling, "scaling", c("series", "global"))
   lookback <- check_count(lookback, "lookback")
-  horizon <- check_count(horizon, "horizon")
-  gaps <- check_gaps(gaps, unique(c(target, features)))
+  horizon <- check_horizon(horizon)
+  gaps <- check_gaps(gaps, columns)
   freq <- check_string(freq, "freq")
   train_end <- check_date(train_end, "train_end")
   validation_end <- check_date(validation_end, "validation_end")
@@ -136,56 +157,81 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
          format(train_end), " and ", format(validation_end), ".",
          call. = FALSE)
   }
-  if (nrow(data) < lookback + horizon) {
+  needed <- lookback + max(horizon)
+  if (is.null(key) && nrow(data) < needed) {
     stop("Received an invalid value for argument `lookback`: a window of ",
-         lookback, " steps plus a horizon of ", horizon, " needs at least ",
-         lookback + horizon, " rows, but `data` has ", nrow(data), ".",
-         call. = FALSE)
+         lookback, " steps plus a horizon of ", max(horizon),
+         " needs at least ", needed, " rows, but `data` has ", nrow(data),
+         ".", call. = FALSE)
   }
-  columns <- unique(c(target, features))
   check_numeric_columns(data, columns)
-  dates <- check_date_column(data[[date]], date)
-
-  frame <- list()
-  frame[[date]] <- dates
-  for (column in columns) {
-    frame[[column]] <- as.numeric(data[[column]])
-  }
-  pandas <- reticulate::import("pandas", convert = FALSE)
   prepared <- rethrow_python(bnlstm_python()$prepare_forecast_data(
-    pandas$DataFrame(do.call(reticulate::dict, frame)), target,
-    lookback = lookback, horizon = horizon,
+    pandas_frame(data, c(date, columns, key), date), target,
+    lookback = lookback,
+    horizon = if (length(horizon) == 1) horizon else as.list(horizon),
     train_end = format(train_end), validation_end = format(validation_end),
     features = as.list(features), known_ahead = as.list(known_ahead),
-    date = date, gaps = gaps, freq = freq
+    date = date, gaps = gaps, freq = freq, key = key, scaling = scaling
   ))
+  forecast_data_from_python(prepared, list(
+    target = target, features = features,
+    known_ahead = as.character(known_ahead), lookback = lookback,
+    horizon = horizon, key = key
+  ))
+}
 
-  periods <- c("train", "validation", "test")
+# The columns as a pandas DataFrame: dates checked, values as doubles, a
+# factor key as its labels.
+pandas_frame <- function(data, columns, date) {
+  frame <- list()
+  for (column in columns) {
+    value <- data[[column]]
+    frame[[column]] <- if (column == date) {
+      check_date_column(value, date)
+    } else if (is.factor(value) || is.character(value)) {
+      as.character(value)
+    } else {
+      as.numeric(value)
+    }
+  }
+  pandas <- reticulate::import("pandas", convert = FALSE)
+  pandas$DataFrame(do.call(reticulate::dict, frame))
+}
+
+# Python's ForecastData as an R list: arrays, Dates, and the scaler's means
+# and deviations (one row per series when each series was scaled alone).
+forecast_data_from_python <- function(prepared, arguments) {
   numpy <- reticulate::import("numpy")
+  as_dates <- function(values) {
+    text <- numpy$datetime_as_string(values, unit = "D")
+    dates <- as.Date(text)
+    if (is.matrix(text)) dim(dates) <- dim(text)
+    dates
+  }
+  periods <- c("train", "validation", "test")
+  windows <- stats::setNames(lapply(periods, function(period) {
+    windows <- reticulate::py_get_attr(prepared, period)
+    list(
+      x = windows$x,
+      # An array, which reticulate hands to NumPy as an array (a plain
+      # vector would become a Python list).
+      y = if (is.matrix(windows$y)) windows$y else array(windows$y),
+      dates = as_dates(reticulate::py_get_attr(windows, "dates")),
+      key = if (!is.null(arguments$key)) as.vector(unlist(windows$key))
+    )
+  }), periods)
   scaler <- prepared$scaler$get_config()
+  as_table <- function(values) {
+    if (is.null(scaler$keys)) unlist(values) else do.call(rbind, values)
+  }
   structure(
-    c(
-      stats::setNames(lapply(periods, function(period) {
-        windows <- reticulate::py_get_attr(prepared, period)
-        list(
-          x = windows$x,
-          # A one-dimensional array, which reticulate hands to NumPy as an
-          # array (a plain vector would become a Python list).
-          y = array(windows$y),
-          dates = as.Date(numpy$datetime_as_string(
-            reticulate::py_get_attr(windows, "dates"), unit = "D"
-          ))
-        )
-      }), periods),
-      list(
-        scaler = list(columns = unlist(scaler$columns),
-                      mean = unlist(scaler$mean),
-                      scale = unlist(scaler$scale)),
-        target = target, features = features,
-        known_ahead = as.character(known_ahead),
-        lookback = lookback, horizon = horizon
-      )
-    ),
+    c(windows, list(
+      scaler = list(columns = unlist(scaler$columns),
+                    mean = as_table(scaler$mean),
+                    scale = as_table(scaler$scale),
+                    keys = unlist(scaler$keys)),
+      inputs = unlist(prepared$inputs)
+    ), arguments),
     class = "bn_lstm_forecast_data"
   )
 }
@@ -194,8 +240,12 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
 #'
 #' @param data What [prepare_forecast_data()] returned.
 #' @param values Scaled values of `column`: a vector, matrix or array (for
-#'   example `predict()`'s output); the shape is kept.
+#'   example `predict()`'s output, one row per window); the shape is kept,
+#'   and a one-dimensional array (such as `data$test$y`) comes back as a
+#'   plain vector, so that `prediction - actual` works.
 #' @param column The column they belong to. Default: the target.
+#' @param key With a `key` whose series were scaled each on its own: the
+#'   series of each row of `values`, such as `data$test$key`.
 #'
 #' @return `values` in the column's units.
 #' @examplesIf reticulate::py_module_available("keras")
@@ -205,7 +255,7 @@ prepare_forecast_data <- function(data, target, lookback, train_end,
 #'                               validation_end = "2017-06-30")
 #' head(inverse_scale(data, data$test$y))
 #' @export
-inverse_scale <- function(data, values, column = data$target) {
+inverse_scale <- function(data, values, column = data$target, key = NULL) {
   if (!inherits(data, "bn_lstm_forecast_data")) {
     stop_argument("data", "the result of prepare_forecast_data()", data)
   }
@@ -220,7 +270,35 @@ inverse_scale <- function(data, values, column = data$target) {
       paste(data$scaler$columns, collapse = ", "), ")"
     ), column)
   }
-  values * data$scaler$scale[index] + data$scaler$mean[index]
+  if (length(dim(values)) == 1) {
+    values <- as.vector(values)
+  }
+  if (is.null(data$scaler$keys)) {
+    return(values * data$scaler$scale[index] + data$scaler$mean[index])
+  }
+  rows <- series_rows(key, data$scaler$keys, NROW(values))
+  # Recycling runs down the first dimension: one window's row at a time.
+  values * data$scaler$scale[rows, index] + data$scaler$mean[rows, index]
+}
+
+series_rows <- function(key, keys, count) {
+  if (is.null(key)) {
+    stop("Received no value for argument `key`: each series was scaled on ",
+         "its own, so the series of each value is needed (for example ",
+         "key = data$test$key).", call. = FALSE)
+  }
+  if (length(key) != count) {
+    stop("Received an invalid value for argument `key`: expected one series ",
+         "per row of `values` (", count, "), got ", length(key), ".",
+         call. = FALSE)
+  }
+  rows <- match(as.character(key), as.character(keys))
+  if (anyNA(rows)) {
+    stop("Received an invalid value for argument `key`: series ",
+         paste0("\"", utils::head(key[is.na(rows)], 3), "\"", collapse = ", "),
+         " were not scaled here.", call. = FALSE)
+  }
+  rows
 }
 
 #' @export
@@ -228,7 +306,10 @@ print.bn_lstm_forecast_data <- function(x, ...) {
   cat("Forecast windows: ", x$lookback, " steps of ",
       length(x$features), " feature(s) (",
       paste(x$features, collapse = ", "), ") -> ", x$target, " ",
-      x$horizon, " step(s) ahead\n", sep = "")
+      paste(x$horizon, collapse = ", "), " step(s) ahead",
+      if (!is.null(x$key)) paste0(", ", length(unique(x$train$key)),
+                                  " series by ", x$key),
+      "\n", sep = "")
   for (period in c("train", "validation", "test")) {
     windows <- x[[period]]
     cat(sprintf("  %-10s %5d windows, forecasting %s to %s\n", period,
@@ -236,6 +317,40 @@ print.bn_lstm_forecast_data <- function(x, ...) {
                 format(max(windows$dates))))
   }
   invisible(x)
+}
+
+# A positive whole number, or increasing ones (several horizons).
+check_horizon <- function(horizon) {
+  if (length(horizon) == 1) {
+    return(check_count(horizon, "horizon"))
+  }
+  whole <- is.numeric(horizon) && length(horizon) > 0 &&
+    all(is.finite(horizon)) && all(horizon == round(horizon))
+  if (!whole || any(horizon < 1) || any(diff(horizon) <= 0)) {
+    stop_argument("horizon", paste(
+      "a positive whole number, or increasing ones such as 1:7"
+    ), horizon)
+  }
+  as.integer(horizon)
+}
+
+# The column that tells series apart, or NULL.
+check_key <- function(key, data, others) {
+  if (is.null(key)) {
+    return(NULL)
+  }
+  key <- check_columns(key, "key", data, single = TRUE)
+  if (key %in% others) {
+    stop("Received an invalid value for argument `key`: \"", key, "\" is ",
+         "the date, the target or a feature; expected the column that ",
+         "tells series apart.", call. = FALSE)
+  }
+  if (anyNA(data[[key]])) {
+    stop("Received an invalid value for argument `key`: column \"", key,
+         "\" is missing at row ", which(is.na(data[[key]]))[1], ".",
+         call. = FALSE)
+  }
+  key
 }
 
 gap_methods <- c("error", "zero", "previous", "interpolate")
@@ -353,11 +468,21 @@ check_date_column <- function(value, name) {
   out
 }
 
-# Python's ValueError and TypeError become R errors with Python's message.
+# Python's ValueError and TypeError become R errors with Python's message,
+# and its warnings (a series without windows in a period, say), recorded
+# during the call, R warnings.
 rethrow_python <- function(expr) {
-  tryCatch(expr, error = function(e) {
+  warnings_module <- reticulate::import("warnings", convert = FALSE)
+  recorder <- warnings_module$catch_warnings(record = TRUE)
+  caught <- recorder$`__enter__`()
+  warnings_module$simplefilter("always")
+  result <- tryCatch(expr, error = function(e) {
     stop(trimws(sub("^[A-Za-z.]*(Error|Exception): ", "",
                     conditionMessage(e))),
          call. = FALSE)
-  })
+  }, finally = recorder$`__exit__`(NULL, NULL, NULL))
+  for (caught_warning in reticulate::py_to_r(caught)) {
+    warning(reticulate::py_str(caught_warning$message), call. = FALSE)
+  }
+  result
 }

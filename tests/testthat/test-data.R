@@ -230,3 +230,89 @@ test_that("forecast windows train a BN-LSTM from R", {
   expect_equal(dim(predictions), c(24, 1))
   expect_true(all(is.finite(predictions)))
 })
+
+many_series <- function() {
+  a <- toy_series(120)
+  b <- toy_series(100)
+  b$date <- b$date + 14
+  c <- toy_series(90)
+  c$date <- c$date + 9
+  c$sales <- c$sales * 10
+  rbind(cbind(a, store = "a"), cbind(b, store = "b"), cbind(c, store = "c"))
+}
+
+test_that("a key cuts each series alone and scales it on its own", {
+  skip_if_no_bnlstm()
+  stores <- many_series()
+  data <- prepare_toy(stores, key = "store", known_ahead = "promotion")
+  expect_equal(unique(data$train$key), c("a", "b", "c"))
+  for (store in c("a", "b", "c")) {
+    one <- stores[stores$store == store, names(stores) != "store"]
+    alone <- prepare_toy(one, known_ahead = "promotion")
+    for (period in c("train", "validation", "test")) {
+      rows <- data[[period]]$key == store
+      expect_equal(data[[period]]$x[rows, , ], alone[[period]]$x,
+                   tolerance = 1e-6)
+      expect_equal(as.numeric(data[[period]]$y[rows]),
+                   as.numeric(alone[[period]]$y), tolerance = 1e-6)
+      expect_equal(data[[period]]$dates[rows], alone[[period]]$dates)
+    }
+  }
+  # Back to units, per series, at each window's forecast date.
+  units <- inverse_scale(data, data$test$y, key = data$test$key)
+  expect_null(dim(units))
+  actual <- stores$sales[match(paste(data$test$key, data$test$dates),
+                               paste(stores$store, stores$date))]
+  expect_equal(units, actual, tolerance = 1e-4)
+  prediction <- matrix(data$test$y, ncol = 1)
+  expect_equal(dim(inverse_scale(data, prediction, key = data$test$key)),
+               dim(prediction))
+  expect_equal(as.numeric(inverse_scale(data, prediction, key = data$test$key) -
+                            units), rep(0, length(units)), tolerance = 1e-6)
+  expect_error(inverse_scale(data, data$test$y), "`key`.*data\\$test\\$key")
+  expect_error(inverse_scale(data, data$test$y, key = "a"),
+               "`key`.*one series per row")
+  expect_error(inverse_scale(data, 1, key = "z"), "`key`.*\"z\" were not")
+
+  global <- prepare_toy(stores, key = "store", scaling = "global")
+  expect_null(global$scaler$keys)
+  train <- stores[stores$date <= as.Date("2020-03-15"), ]
+  expect_equal(global$scaler$mean[1], mean(train$sales), tolerance = 1e-8)
+})
+
+test_that("several horizons give one target column each", {
+  skip_if_no_bnlstm()
+  series <- toy_series()
+  data <- prepare_toy(series, horizon = 1:3, known_ahead = "promotion")
+  expect_equal(ncol(data$train$y), 3)
+  expect_equal(dim(data$train$dates), dim(data$train$y))
+  expect_equal(data$inputs, c("sales", "price", "promotion+1", "promotion+2",
+                              "promotion+3"))
+  expect_true(max(data$train$dates) <= as.Date("2020-03-15"))
+  units <- inverse_scale(data, data$test$y)
+  expect_equal(dim(units), dim(data$test$y))
+  last <- match(data$test$dates[1, 1], series$date) - 1
+  expect_equal(units[1, ], series$sales[last + 1:3], tolerance = 1e-4)
+})
+
+test_that("bad keys and horizons stop in R, naming them", {
+  stores <- many_series()
+  expect_error(prepare_toy(stores, key = "shop"), "`key`.*\"shop\"")
+  expect_error(prepare_toy(stores, key = "price"),
+               "`key`.*the date, the target or a feature")
+  expect_error(prepare_toy(stores, key = "store", scaling = "each"),
+               "`scaling`.*\"series\", \"global\"")
+  expect_error(prepare_toy(horizon = c(2, 1)), "`horizon`.*increasing")
+  expect_error(prepare_toy(horizon = c(0, 1)), "`horizon`.*increasing")
+  missing_key <- stores
+  missing_key$store[8] <- NA
+  expect_error(prepare_toy(missing_key, key = "store"),
+               "`key`.*missing at row 8")
+  skip_if_no_bnlstm()
+  short <- stores[stores$store != "b" | stores$date < as.Date("2020-01-25"), ]
+  expect_error(prepare_toy(short, key = "store"),
+               "Series store='b'.*needs at least 15 rows")
+  late <- stores[stores$store != "c" | stores$date <= as.Date("2020-03-25"), ]
+  expect_warning(prepare_toy(late, key = "store"),
+                 "Series store='c': The test period has no windows")
+})
