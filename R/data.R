@@ -313,7 +313,7 @@ print.bn_lstm_forecast_data <- function(x, ...) {
   for (period in c("train", "validation", "test")) {
     windows <- x[[period]]
     cat(sprintf("  %-10s %5d windows, forecasting %s to %s\n", period,
-                length(windows$y), format(min(windows$dates)),
+                NROW(windows$y), format(min(windows$dates)),
                 format(max(windows$dates))))
   }
   invisible(x)
