@@ -7,7 +7,7 @@ import textwrap
 
 import keras
 import numpy as np
-from conftest import assert_close, assert_equal, built_layer, to_np
+from conftest import assert_close, assert_equal, built_layer
 
 import pybnlstm
 
