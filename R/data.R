@@ -201,11 +201,16 @@ pandas_frame <- function(data, columns, date) {
 # Python's ForecastData as an R list: arrays, Dates, and the scaler's means
 # and deviations (one row per series when each series was scaled alone).
 forecast_data_from_python <- function(prepared, arguments) {
-  numpy <- reticulate::import("numpy")
+  numpy <- reticulate::import("numpy", convert = FALSE)
+  # Through one dimension, in R's (column-major) order: reticulate 1.28
+  # fills a matrix of strings in the wrong order.
   as_dates <- function(values) {
-    text <- numpy$datetime_as_string(values, unit = "D")
-    dates <- as.Date(text)
-    if (is.matrix(text)) dim(dates) <- dim(text)
+    shape <- unlist(reticulate::py_to_r(numpy$shape(values)))
+    text <- reticulate::py_to_r(numpy$datetime_as_string(
+      numpy$ravel(values, order = "F"), unit = "D"
+    ))
+    dates <- as.Date(as.vector(text))
+    if (length(shape) > 1) dim(dates) <- shape
     dates
   }
   periods <- c("train", "validation", "test")

@@ -289,6 +289,11 @@ test_that("several horizons give one target column each", {
   expect_equal(data$inputs, c("sales", "price", "promotion+1", "promotion+2",
                               "promotion+3"))
   expect_true(max(data$train$dates) <= as.Date("2020-03-15"))
+  for (period in c("train", "validation", "test")) {
+    dates <- data[[period]]$dates
+    expect_equal(as.numeric(dates[, 3] - dates[, 1]), rep(2, nrow(dates)))
+    expect_equal(dates[, 1], as.Date(series$date[match(dates[, 1], series$date)]))
+  }
   units <- inverse_scale(data, data$test$y)
   expect_equal(dim(units), dim(data$test$y))
   last <- match(data$test$dates[1, 1], series$date) - 1
