@@ -59,10 +59,6 @@ layer_lstm <- function(object = NULL, units, ...) {
                             as_python_arguments(list(units = units, ...))))
 }
 
-layer_batch_normalization <- function(object = NULL, ...) {
-  add_layer(object, keras$layers$BatchNormalization(...))
-}
-
 layer_masking <- function(object = NULL, mask_value = 0) {
   add_layer(object, keras$layers$Masking(mask_value = mask_value))
 }
@@ -90,13 +86,6 @@ predict <- function(object, x, ...) {
     return(stats::predict(object, x, ...))
   }
   do.call(object$predict, c(list(as_data(x)), as_python_arguments(list(...))))
-}
-
-evaluate <- function(object, x, y, ...) {
-  result <- do.call(object$evaluate,
-                    c(list(as_data(x), as_data(y)), as_python_arguments(list(...)),
-                      list(return_dict = TRUE)))
-  unlist(result)
 }
 
 count_params <- function(object) {

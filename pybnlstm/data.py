@@ -194,11 +194,24 @@ class _Spec:
     freq: str
     train_end: pd.Timestamp
     validation_end: pd.Timestamp
+    several: bool = False
     key: str = None
 
     @property
     def columns(self):
         return list(dict.fromkeys([self.target, *self.features]))
+
+    def inputs(self):
+        """Each input of a window as (name, feature, steps later): the
+        features in order, a known-ahead one once per horizon."""
+        for feature in self.features:
+            if feature not in self.known_ahead:
+                yield feature, feature, 0
+            elif not self.several:
+                yield feature, feature, int(self.horizons[0])
+            else:
+                for h in self.horizons:
+                    yield f"{feature}+{h}", feature, int(h)
 
     def series(self, name):
         """How messages name a series."""
@@ -314,8 +327,8 @@ def prepare_forecast_data(
         features=spec.features,
         known_ahead=spec.known_ahead,
         lookback=spec.lookback,
-        horizon=horizon if isinstance(horizon, numbers.Integral) else spec.horizons.tolist(),
-        inputs=_input_names(spec, horizon),
+        horizon=spec.horizons.tolist() if spec.several else int(spec.horizons[0]),
+        inputs=[name for name, _, _ in spec.inputs()],
         key=key,
     )
 
@@ -346,7 +359,8 @@ def _checked_spec(target, lookback, train_end, validation_end, features,
         )
     spec = _Spec(target, features, known_ahead,
                  _checks.positive_int("lookback", lookback), _horizons(horizon),
-                 _series.column_name("date", date), None, freq, train_end, validation_end)
+                 _series.column_name("date", date), None, freq, train_end, validation_end,
+                 several=not isinstance(horizon, numbers.Integral))
     spec.gaps = _series.gap_methods(gaps, spec.columns)
     return spec
 
@@ -431,15 +445,8 @@ def _series_windows(values, spec, scaler, name):
     columns = spec.columns
     scaled = (values[columns].to_numpy(dtype="float64") - _row(scaler.mean, scaler, name)) \
         / _row(scaler.scale, scaler, name)
-    inputs = [scaled[:, columns.index(f)] for f in spec.features if f not in spec.known_ahead]
-    for f in spec.known_ahead:
-        inputs.extend(np.roll(scaled[:, columns.index(f)], -h) for h in spec.horizons)
-    order = [f for f in spec.features if f not in spec.known_ahead]
-    if len(spec.horizons) == 1:
-        # One horizon keeps the features' order, each known column in place.
-        inputs = [inputs[order.index(f)] if f in order
-                  else inputs[len(order) + spec.known_ahead.index(f)]
-                  for f in spec.features]
+    inputs = [np.roll(scaled[:, columns.index(feature)], -later)
+              for _, feature, later in spec.inputs()]
     needed = spec.lookback + spec.horizons[-1]
     if len(values) < needed:
         where = "" if name is None else f"{spec.series(name)}: "
@@ -453,7 +460,7 @@ def _series_windows(values, spec, scaler, name):
                                      scaled[:, columns.index(spec.target)],
                                      spec.lookback, spec.horizons)
     dates = values[spec.date].to_numpy()[target_rows]
-    if len(spec.horizons) == 1:
+    if not spec.several:
         y, dates = y[:, 0], dates[:, 0]
     return x, y, np.full(len(x), name, dtype=object), dates
 
@@ -496,13 +503,6 @@ def _joined(parts, key):
         raise ValueError("A period has no windows in any series; check "
                          "`train_end` and `validation_end`")
     return Windows(x, y, dates, None if key is None else keys)
-
-
-def _input_names(spec, horizon):
-    if isinstance(horizon, numbers.Integral):
-        return list(spec.features)
-    return ([f for f in spec.features if f not in spec.known_ahead]
-            + [f"{f}+{h}" for f in spec.known_ahead for h in spec.horizons])
 
 
 def make_windows(inputs, targets, lookback, horizon=1):
