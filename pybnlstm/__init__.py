@@ -2,11 +2,14 @@
 
 `BNLSTM` is a drop-in for `keras.layers.LSTM`; `BNLSTMCell` is its one-step
 cell. Importing this package registers both for `.keras` serialization.
-`prepare_forecast_data` turns a dated pandas series into windows for them.
+`prepare_forecast_data` turns a dated pandas series into windows for them;
+it and the other forecasting helpers are imported on first use, so that
+the layer needs no pandas (the `forecast` extra).
 """
 
+import importlib
+
 from pybnlstm.cell import BNLSTMCell
-from pybnlstm.data import ForecastData, Scaler, Windows, make_windows, prepare_forecast_data
 from pybnlstm.layer import BNLSTM
 from pybnlstm.recompute import RecomputeStatistics, recompute_statistics
 from pybnlstm.weights import load_lstm_weights
@@ -26,3 +29,18 @@ __all__ = [
     "recompute_statistics",
     "__version__",
 ]
+
+_FORECASTING = {"ForecastData", "Scaler", "Windows", "make_windows", "prepare_forecast_data"}
+
+
+def __getattr__(name):
+    if name in _FORECASTING:
+        try:
+            data = importlib.import_module("pybnlstm.data")
+        except ImportError as error:
+            raise ImportError(
+                f"pybnlstm.{name} needs pandas, which the layer itself does "
+                "not: pip install 'pybnlstm[forecast]' (or pandas)."
+            ) from error
+        return getattr(data, name)
+    raise AttributeError(f"module 'pybnlstm' has no attribute {name!r}")

@@ -15,7 +15,7 @@ for an LSTM step). So under XLA (`jit_compile=True`), where no gradient
 is needed, each step's inputs are read by the step before and passed in
 the carry. Without XLA that would cost more than it saves: TensorFlow's
 executor runs a few ops per step for each value the loop carries. The
-layer's own compiled loops are in `_tf_fused`.
+layer's own compiled loops are in `_xla_loops`.
 """
 
 import contextlib

@@ -8,26 +8,6 @@ its call; `BNLSTMCell(synchronized=True)` is refused on other backends.
 import keras
 
 
-def check_synchronized(value):
-    """Validates the `synchronized` argument; returns it as a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(
-            "Received an invalid value for argument `synchronized`, expected "
-            f"True or False, got {value!r} of type {type(value).__name__}"
-        )
-    backend = keras.backend.backend()
-    if value and backend != "tensorflow":
-        raise ValueError(
-            "Received synchronized=True on the "
-            f"{backend} backend: synchronized batch statistics need a "
-            "tf.distribute strategy and are only supported with the "
-            "TensorFlow backend. On JAX, keras.distribution.DataParallel "
-            "computes the statistics over the global batch already; use "
-            "synchronized=False there."
-        )
-    return value
-
-
 def replicas_in_sync():
     """The number of replicas the current call runs on (1 outside a
     `tf.distribute` strategy, and on other backends)."""

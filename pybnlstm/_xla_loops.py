@@ -22,7 +22,8 @@ import functools
 
 import tensorflow as tf
 
-from pybnlstm.cell import batch_moments
+from pybnlstm import step as bn_lstm_step
+from pybnlstm.batch_norm import batch_moments, normalization_backward
 
 # What a forward step saves for the backward one, besides h and c. The
 # gates and the cell's normalization are recomputed from these: that costs
@@ -37,34 +38,9 @@ def _moments_and_normalized(v, weights, epsilon):
     return mean, variance, inv, centred * inv
 
 
-def _normalization_backward(dy, normalized, gamma, inv, weights, count):
-    """The gradient of `gamma * normalized + beta` with respect to the input
-    that was normalized, through its batch moments; and the batch sums
-    `sum dy` and `sum dy * normalized`, of which the gradients of the shift
-    and of gamma are made.
-
-    Every row's output depends on the moments; only weighted rows enter
-    them: with `w` a row's weight and `n` the weighted count,
-    `dv = gamma inv (dy - w (sum dy + normalized sum dy normalized) / n)`.
-    """
-    total = tf.reduce_sum(dy, axis=0)
-    projected = tf.reduce_sum(dy * normalized, axis=0)
-    through_moments = (total + normalized * projected) / count
-    if weights is not None:
-        through_moments = through_moments * weights
-    return gamma * inv * (dy - through_moments), total, projected
-
-
-def _gates(x, kernel, x_scale, n_h, gamma_h, shift):
-    """A step's gates `i, f, g, o`, activated, from its input and its
-    normalized recurrent term."""
-    z = tf.matmul(x, kernel * x_scale) + n_h * gamma_h + shift
-    i, f, g, o = tf.split(z, 4, axis=-1)
-    return tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-
-
 def _step(x, row, h_prev, c_prev, weights, epsilon):
-    """One training-mode step.
+    """One training-mode step (`pybnlstm.step`), normalized with the
+    batch's own moments.
 
     Args:
         x: the step's input, `(batch, features)`.
@@ -82,26 +58,37 @@ def _step(x, row, h_prev, c_prev, weights, epsilon):
     kernel, recurrent_kernel, gamma_h, gamma_c, beta_c = weights
     x_scale, shift = tf.split(row[0], 2)
     w = row[1] if len(row) > 1 else None
-    mean_h, var_h, inv_h, n_h = _moments_and_normalized(
-        tf.matmul(h_prev, recurrent_kernel), w, epsilon
-    )
-    i, f, g, o = _gates(x, kernel, x_scale, n_h, gamma_h, shift)
-    c = f * c_prev + i * g
-    mean_c, var_c, inv_c, n_c = _moments_and_normalized(c, w, epsilon)
-    h = o * tf.tanh(n_c * gamma_c + beta_c)
-    moments = tf.concat([mean_h, var_h, mean_c, var_c], 0)
-    return h, c, dict(n_h=n_h, inv_h=inv_h, inv_c=inv_c, moments=moments)
+    values, moments = {}, {}
+
+    def normalize_h(hu):
+        mean, variance, values["inv_h"], values["n_h"] = (
+            _moments_and_normalized(hu, w, epsilon))
+        moments["h"] = [mean, variance]
+        return values["n_h"] * gamma_h + shift
+
+    def normalize_c(c):
+        mean, variance, values["inv_c"], n_c = _moments_and_normalized(
+            c, w, epsilon)
+        moments["c"] = [mean, variance]
+        return n_c * gamma_c + beta_c
+
+    h, c = bn_lstm_step.step(x, h_prev, c_prev, kernel, recurrent_kernel,
+                             x_scale, normalize_h, normalize_c, tf.sigmoid,
+                             tf.tanh)
+    values["moments"] = tf.concat(moments["h"] + moments["c"], 0)
+    return h, c, values
 
 
-def _step_rows(norm, weights):
-    """`rows(t)`: step t's per-step rows, clamped to the last step. Each
-    loop passes them in its carry, read by the step before: read by index,
-    they would be fused into the step's element-wise work, which XLA then
-    runs much slower (see `_loop`). At five shapes the training step's
-    ratio to the LSTM's fell by 0.10 to 0.18; the backward loop gained
-    nothing measurable from the same."""
-    per_step = [norm] + ([] if weights is None else [weights])
-    last = tf.shape(norm)[0] - 1
+def _step_rows(*per_step):
+    """`rows(t)`: step t's rows of each time-major tensor given (`None`s
+    left out), clamped to the last step. Each loop passes them in its
+    carry, read by the step before: read by index, they would be fused
+    into the step's element-wise work, which XLA then runs much slower
+    (see `_loop`). At five shapes the training step's ratio to the LSTM's
+    fell by 0.10 to 0.18, and a compiled predict ran 1.7 times faster;
+    the backward loop gained nothing measurable from the same."""
+    per_step = [a for a in per_step if a is not None]
+    last = tf.shape(per_step[0])[0] - 1
 
     def rows(t):
         t = tf.minimum(t, last)
@@ -243,30 +230,23 @@ def inference_recurrence(return_sequences, masked):
     `h_scale`, `shift`, `c_scale`, `c_shift`); `weights` the time-major
     0/1 mask or `None`; `outputs` the time-major `h` of every step with
     `return_sequences`, else `None`. The sequence needs at least one step.
-
-    Each step's input comes in the carry as well as its rows: read by
-    index, XLA fuses the read into the step's element-wise work, and a
-    compiled predict ran about 1.7 times slower."""
+    Each step's input comes in the carry with its rows (`_step_rows`)."""
 
     @tf.function(jit_compile=True, autograph=False)
     def run(x, norm, h0, c0, kernels, weights=None):
         kernel, recurrent_kernel = kernels
         units = h0.shape[-1]
         length = tf.shape(x)[0]
-        per_step = [x, norm] + ([weights] if masked else [])
-
-        def rows(t):
-            t = tf.minimum(t, length - 1)
-            return [a[t] for a in per_step]
+        rows = _step_rows(x, norm, weights if masked else None)
 
         def body(t, h_prev, c_prev, outputs, row):
-            x_scale, h_scale, shift, c_scale, c_shift = tf.split(
+            x_scale, *normalization = tf.split(
                 row[1], [4 * units, 4 * units, 4 * units, units, units])
-            z = (tf.matmul(row[0], kernel * x_scale)
-                 + tf.matmul(h_prev, recurrent_kernel) * h_scale + shift)
-            i, f, g, o = tf.split(z, 4, axis=-1)
-            c = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(c * c_scale + c_shift)
+            h, c = bn_lstm_step.step(
+                row[0], h_prev, c_prev, kernel, recurrent_kernel, x_scale,
+                *bn_lstm_step.population_normalizers(*normalization),
+                tf.sigmoid, tf.tanh,
+            )
             w = row[2] if masked else None
             h, c = _masked(w, h, h_prev), _masked(w, c, c_prev)
             if return_sequences:
@@ -347,11 +327,14 @@ def _gate_gradients(dh, dc, x_t, x_scale, shift, c_prev, saved_t, weights,
     """
     kernel, _, gamma_h, gamma_c, beta_c = weights
     n_h, inv_h, inv_c, mean_c = saved_t
-    i, f, g, o = _gates(x_t, kernel, x_scale, n_h, gamma_h, shift)
+    i, f, g, o = bn_lstm_step.gates(
+        bn_lstm_step.input_term(x_t, kernel, x_scale), n_h * gamma_h + shift,
+        tf.sigmoid, tf.tanh,
+    )
     n_c = (f * c_prev + i * g - mean_c) * inv_c
     tc = tf.tanh(n_c * gamma_c + beta_c)
     d_c_hat = dh * o * (1.0 - tc * tc)
-    d_c, sum_c, proj_c = _normalization_backward(
+    d_c, sum_c, proj_c = normalization_backward(
         d_c_hat, n_c, gamma_c, inv_c, w, n
     )
     d_c = d_c + dc
@@ -361,7 +344,7 @@ def _gate_gradients(dh, dc, x_t, x_scale, shift, c_prev, saved_t, weights,
         d_c * i * (1.0 - g * g),
         dh * tc * o * (1.0 - o),
     ], -1)
-    d_hu, sum_z, proj_z = _normalization_backward(
+    d_hu, sum_z, proj_z = normalization_backward(
         dz, n_h, gamma_h, inv_h, w, n
     )
     return dz, d_hu, d_c, f, [sum_z, proj_z, sum_c, proj_c]

@@ -6,7 +6,9 @@ import warnings
 import keras
 from keras import ops
 
-from pybnlstm import _checks, _replicas
+from pybnlstm import _checks
+from pybnlstm import step as bn_lstm_step
+from pybnlstm.batch_norm import batch_moments, batch_normalizer, projected_moments
 
 
 def _initializer(value):
@@ -14,202 +16,6 @@ def _initializer(value):
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return keras.initializers.Constant(float(value))
     return keras.initializers.get(value)
-
-
-def _weighted_mean(x, weights, synchronized):
-    """The first pass of the moments: `(weights, mean, count)` over axis
-    0, with `weights` ones where none were given."""
-    if weights is None:
-        weights = ops.ones_like(x[..., :1])
-    weights = ops.cast(weights, "float32")
-    total = ops.concatenate(
-        [ops.sum(weights * x, axis=0), ops.sum(weights, axis=0)], axis=-1
-    )
-    if synchronized:
-        total = _replicas.replica_sum(total)
-    # An all-masked step yields zeros rather than NaN; its moments are never
-    # used for the population statistics (see `BNLSTM`).
-    count = ops.maximum(total[..., -1:], 1.0)
-    return weights, total[..., :-1] / count, count
-
-
-def _summed(value, synchronized):
-    return _replicas.replica_sum(value) if synchronized else value
-
-
-def batch_moments(x, weights=None, synchronized=False):
-    """Per-feature mean and biased variance over axis 0, in float32, and
-    the centred values they were computed from.
-
-    Args:
-        x: tensor whose axis 0 is the batch.
-        weights: optional 0/1 tensor broadcastable to `x` (masked samples
-            have weight 0); those samples do not enter the moments.
-        synchronized: if `True`, the moments span the samples of every
-            replica of the current `tf.distribute` strategy.
-
-    Returns:
-        `(mean, variance, centred)`: the moments, each shaped like `x`
-        without axis 0, and `x - mean`, shaped like `x`.
-    """
-    x = ops.cast(x, "float32")
-    if weights is None and not synchronized:
-        mean = ops.mean(x, axis=0)
-        centred = x - mean
-        return mean, ops.mean(ops.square(centred), axis=0), centred
-    weights, mean, count = _weighted_mean(x, weights, synchronized)
-    # A second pass over the centred values, so that a synchronized
-    # variance is as exact as a local one (E[x^2] - E[x]^2 is not).
-    centred = x - mean
-    squares = ops.sum(weights * ops.square(centred), axis=0)
-    return mean, _summed(squares, synchronized) / count, centred
-
-
-def projected_moments(x, kernel, weights=None, synchronized=False):
-    """Per-feature mean and variance over axis 0 of `x @ kernel`, in
-    float32, without forming the projection.
-
-    `mean(x W) = mean(x) W` and `var(x W)_j = W_j' Cov(x) W_j`, so only the
-    `(features, features)` covariance of the inputs is needed: far less
-    memory traffic than `x W` itself, which is `4 * units` wide.
-
-    The gradient is written out (autodiff where the moments span
-    replicas, to carry the all-reduces back): autodiff of the covariance
-    and the quadratic form took 1.3 to 1.6 times as long.
-
-    Args:
-        x: tensor `(batch, ..., features)`.
-        kernel: `(features, width)` matrix.
-        weights: optional 0/1 tensor `(batch, ..., 1)`; samples of weight 0
-            do not enter the moments.
-        synchronized: if `True`, the moments span every replica of the
-            current `tf.distribute` strategy.
-
-    Returns:
-        `(mean, variance)`, each shaped `x.shape[1:-1] + (width,)`.
-    """
-    x = ops.cast(x, "float32")
-    kernel = ops.convert_to_tensor(ops.cast(kernel, "float32"))
-    if synchronized:
-        mean, variance, _ = _projection_moments(x, kernel, weights, True)
-        return mean, ops.maximum(variance, 0.0)
-
-    @ops.custom_gradient
-    def moments(x, kernel):
-        mean, variance, (w, mean_x, count, centred, spread) = (
-            _projection_moments(x, kernel, weights, False)
-        )
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            d_mean, d_variance = ops.split(upstream, 2, axis=-1)
-            d_variance = d_variance * ops.cast(variance >= 0, "float32")
-            features, width = kernel.shape
-            # d var_j / d W = 2 Cov W_j; d var_j / d Cov = W_j W_j'. The
-            # centring adds nothing: the weighted centred values sum to 0.
-            d_kernel = ops.matmul(
-                ops.transpose(ops.reshape(mean_x, (-1, features))),
-                ops.reshape(d_mean, (-1, width)),
-            ) + 2.0 * ops.sum(ops.reshape(
-                spread * d_variance[..., None, :], (-1, features, width)
-            ), axis=0)
-            d_covariance = ops.matmul(
-                kernel * d_variance[..., None, :], ops.transpose(kernel)
-            )
-            d_mean_x = ops.reshape(
-                ops.matmul(ops.reshape(d_mean, (-1, width)),
-                           ops.transpose(kernel)),
-                ops.shape(mean_x),
-            )
-            d_x = w / count * (d_mean_x + 2.0 * ops.einsum(
-                "b...f,...fg->b...g", centred, d_covariance
-            ))
-            return d_x, d_kernel
-
-        # One output: Keras' PyTorch backend takes one upstream gradient.
-        return ops.concatenate([mean, ops.maximum(variance, 0.0)], -1), grad
-
-    return tuple(ops.split(moments(x, kernel), 2, axis=-1))
-
-
-def _projection_moments(x, kernel, weights, synchronized):
-    """`projected_moments` before the variance is clipped at 0 (the
-    quadratic form can round a little below zero), and what its gradient
-    reads: `(mean, variance, (weights, mean of x, count,
-    centred x, Cov(x) W))`."""
-    weights, mean, count = _weighted_mean(x, weights, synchronized)
-    centred = x - mean
-    # Centred before the product, as in `batch_moments`.
-    covariance = ops.einsum("b...f,b...g->...fg", weights * centred, centred)
-    covariance = _summed(covariance, synchronized) / count[..., None]
-    spread = ops.matmul(covariance, kernel)
-    variance = ops.sum(spread * kernel, axis=-2)
-    return (ops.matmul(mean, kernel), variance,
-            (weights, mean, count, centred, spread))
-
-
-def batch_normalizer(epsilon, masked):
-    """`normalize(v, centred, variance, gamma, beta[, weights])`: the batch
-    normalization `centred / sqrt(variance + epsilon) * gamma + beta` of
-    `v` by its own batch moments, with the gradient written out.
-
-    `centred` and `variance` must come from `batch_moments(v)` under
-    `stop_gradient`: the gradient of `v` includes the terms through them.
-    `beta` may be a per-step shift that holds more than a beta (the gate
-    normalization folds the bias and the input's shift into it). With
-    `masked`, `weights` is the `(batch, 1)` 0/1 tensor the moments were
-    taken with. The result has `v`'s dtype; the arithmetic is float32.
-
-    Autodiff of the moments' graph takes many more passes over each
-    `(batch, features)` tensor per time step, and on a CPU those passes,
-    not the matrix products, are what a step costs over an LSTM's. Here
-    the backward pass reads the stored centred values and the upstream
-    gradient twice each: two sums, then one fused scale and shift.
-    """
-
-    def forward(v, centred, variance, gamma, beta, weights=None):
-        inv = ops.rsqrt(variance + epsilon)
-        scale = gamma * inv
-        y = ops.cast(ops.add(centred * scale, beta), v.dtype)
-
-        def grad(*args, upstream=None):
-            dy = ops.cast(args[0] if upstream is None else upstream, "float32")
-            if weights is None:
-                count = centred.shape[0]
-                if count is None:
-                    count = ops.cast(ops.shape(centred)[0], "float32")
-            else:
-                w = ops.cast(weights, "float32")
-                count = ops.maximum(ops.sum(w, axis=0), 1.0)
-            # Every row's output depends on the moments; only weighted rows
-            # enter them: d mean / d v = w / n, d var / d v = 2 w centred / n.
-            total = ops.sum(dy, axis=0)
-            projected = ops.sum(dy * centred, axis=0)
-            dgamma = inv * projected
-            slope = dgamma * (scale * inv / count)
-            through_moments = ops.add(centred * slope, total * scale / count)
-            if weights is not None:
-                through_moments = through_moments * w
-            grads = [
-                ops.cast(dy * scale - through_moments, v.dtype),
-                ops.zeros_like(centred),
-                ops.zeros_like(variance),
-                dgamma,
-                total,
-            ]
-            if weights is not None:
-                grads.append(ops.zeros_like(weights))
-            return tuple(grads)
-
-        return y, grad
-
-    if masked:
-        return ops.custom_gradient(forward)
-    return ops.custom_gradient(
-        lambda v, centred, variance, gamma, beta: forward(
-            v, centred, variance, gamma, beta
-        )
-    )
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
@@ -348,7 +154,7 @@ class BNLSTMCell(keras.layers.Layer):
         self.input_statistics = _checks.choice(
             "input_statistics", input_statistics, ("step", "sequence")
         )
-        self.synchronized = _replicas.check_synchronized(synchronized)
+        self.synchronized = _checks.synchronized(synchronized)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -600,7 +406,7 @@ class BNLSTMCell(keras.layers.Layer):
         return {k: ops.cast(v, self.compute_dtype) for k, v in norm.items()}
 
     def recurrence(self, synchronized=None):
-        """The recurrence of one step as a pure function.
+        """The step (`pybnlstm.step`) as a pure function of its inputs.
 
         The weights are read once, here, so that the function can run inside
         a symbolic loop (and XLA) without touching variables.
@@ -637,38 +443,34 @@ class BNLSTMCell(keras.layers.Layer):
         moments_of, normalize = self._batch_normalizers(synchronized)
 
         def step(x, h_prev, c_prev, norm, weights=None):
-            training = "h_scale" not in norm
-            # `x W` scaled through the kernel: a (features, 4 units)
-            # product per step instead of a (batch, 4 units) one. The
-            # projection is made step by step, as in Keras' LSTM: a
-            # whole-sequence `x W` costs more memory traffic than it saves.
-            x_scale = ops.cast(norm["x_scale"], kernel.dtype)
-            if len(x_scale.shape) == 1:
-                zx = ops.matmul(x, kernel * x_scale)
-            else:
-                # A bare cell in inference: one statistics row per sample.
-                zx = ops.matmul(x, kernel) * x_scale
-            hu = ops.matmul(h_prev, recurrent_kernel)
-            if training:
-                moments_h = moments_of(hu, weights)
-                z = zx + normalize(
-                    hu, moments_h, gamma_h, norm["shift"], weights
+            if "h_scale" in norm:
+                h, c = bn_lstm_step.step(
+                    x, h_prev, c_prev, kernel, recurrent_kernel,
+                    ops.cast(norm["x_scale"], kernel.dtype),
+                    *bn_lstm_step.population_normalizers(
+                        norm["h_scale"], norm["shift"], norm["c_scale"],
+                        norm["c_shift"]),
+                    gate, activation,
                 )
-            else:
-                z = zx + hu * norm["h_scale"] + norm["shift"]
-            i, f, g, o = ops.split(z, 4, axis=-1)
-            c = gate(f) * c_prev + gate(i) * activation(g)
-            if training:
-                moments_c = moments_of(c, weights)
-                c_hat = normalize(c, moments_c, gamma_c, beta_c, weights)
-            else:
-                c_hat = c * norm["c_scale"] + norm["c_shift"]
-            h = gate(o) * activation(c_hat)
-            moments = None
-            if training:
-                # One vector, so that a loop stores one tensor per step.
-                moments = ops.concatenate(moments_h[:2] + moments_c[:2])
-            return h, c, moments
+                return h, c, None
+            moments = {}
+
+            def normalize_h(hu):
+                moments["h"] = moments_of(hu, weights)
+                return normalize(hu, moments["h"], gamma_h, norm["shift"],
+                                 weights)
+
+            def normalize_c(c):
+                moments["c"] = moments_of(c, weights)
+                return normalize(c, moments["c"], gamma_c, beta_c, weights)
+
+            h, c = bn_lstm_step.step(
+                x, h_prev, c_prev, kernel, recurrent_kernel,
+                ops.cast(norm["x_scale"], kernel.dtype), normalize_h,
+                normalize_c, gate, activation,
+            )
+            # One vector, so that a loop stores one tensor per step.
+            return h, c, ops.concatenate(moments["h"][:2] + moments["c"][:2])
 
         return step
 

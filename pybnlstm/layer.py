@@ -1,20 +1,21 @@
-"""The recurrent batch-normalized LSTM layer: the sequence loop and the
-population statistics."""
-
-import itertools
-import warnings
+"""The recurrent batch-normalized LSTM layer: its arguments, its call, its
+configuration. It inherits the sequence loop (`sequence.py`), the
+population statistics (`statistics.py`) and the compiled path
+(`xla.py`); the step itself is the cell's (`cell.py`)."""
 
 import keras
 from keras import ops
 
 from pybnlstm import _checks, _loop, _replicas
 from pybnlstm.cell import BNLSTMCell
-from pybnlstm.sample import ReferenceSample, state_variable
-from pybnlstm.statistics import batch_replacement, moving_average_update
+from pybnlstm.sample import ProcessState, ReferenceSample, state_variable
+from pybnlstm.sequence import SequenceLoop, warn_if_one_sequence
+from pybnlstm.statistics import PopulationStatistics
+from pybnlstm.xla import XlaPath
 
 
 @keras.saving.register_keras_serializable(package="pybnlstm")
-class BNLSTM(keras.layers.RNN):
+class BNLSTM(SequenceLoop, PopulationStatistics, XlaPath, keras.layers.RNN):
     """Recurrent batch-normalized LSTM layer (Cooijmans et al., 2016).
 
     A drop-in for `keras.layers.LSTM` that batch-normalizes inside the
@@ -294,41 +295,17 @@ class BNLSTM(keras.layers.RNN):
         self.recurrent_dropout = _checks.fraction(
             "recurrent_dropout", recurrent_dropout, False
         )
-        if seed is not None and not isinstance(seed, int):
-            raise TypeError(
-                "Received an invalid value for argument `seed`, expected an "
-                f"integer or None, got {seed!r}"
-            )
-        self.seed = seed
+        self.seed = _checks.seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.input_spec = keras.InputSpec(ndim=3)
         self.statistics_sample = _checks.non_negative_int(
             "statistics_sample", statistics_sample
         )
-        self._process = _ProcessState(
+        self._process = ProcessState(
             ReferenceSample(cell.units) if self.statistics_sample else None
         )
         self._statistics_collector = None
-        for name, value in (("use_xla", use_xla), ("use_cudnn", use_cudnn)):
-            if not (value == "auto" or isinstance(value, bool)):
-                raise ValueError(
-                    f"Received an invalid value for argument `{name}`, "
-                    f"expected 'auto', True or False, got {value!r}"
-                )
-        if "auto" not in (use_xla, use_cudnn) and use_xla != use_cudnn:
-            raise ValueError(
-                f"Received use_xla={use_xla} and use_cudnn={use_cudnn}; "
-                "`use_cudnn` is another name for `use_xla` here, so give "
-                "one of them, or the same value to both."
-            )
-        self.use_xla = use_xla
-        self.use_cudnn = use_cudnn
-        unavailable = self._xla_unavailable()
-        if self._xla_setting() is True and unavailable:
-            raise ValueError(
-                "Received use_xla=True, but the XLA-compiled recurrence "
-                f"needs {unavailable}. Use use_xla='auto' or False."
-            )
+        self.use_xla = self._checked_xla_setting(use_xla, use_cudnn)
 
     def build(self, sequences_shape, initial_state_shape=None):
         if len(sequences_shape) != 3:
@@ -512,7 +489,7 @@ class BNLSTM(keras.layers.RNN):
         batch_norm = (training and self.trainable) or collector is not None
         # Under a strategy, a nested function cannot update the
         # statistics: replicated variables need a merge_call there.
-        if (batch_norm or not self._fused() or _loop.recording()
+        if (batch_norm or not self._on_xla() or _loop.recording()
                 or _loop.stateless() or _replicas.under_strategy()):
             return self._sequence_pass(sequences, initial_state, mask,
                                        training, batch_norm)
@@ -528,7 +505,7 @@ class BNLSTM(keras.layers.RNN):
         collector = self._statistics_collector
         statistics = None
         if batch_norm and collector is None:
-            _warn_if_one_sequence(x)
+            warn_if_one_sequence(x)
             self._remember(x, weights, h0, c0, offset)
         elif not batch_norm and not _loop.exporting():
             # An export was refreshed before it traced (see `variables`)
@@ -546,477 +523,11 @@ class BNLSTM(keras.layers.RNN):
                 self._update_statistics(steps, counts, batch_stats)
         return self._outputs(final, outputs, alignment)
 
-    def _traced_inference(self, sequences, initial_state, mask):
-        """`_sequence_pass` at inference on the compiled path, through one
-        `tf.function` per layer and kind of input, traced once for any
-        batch size: each function Keras traces (validation, `predict()`
-        and its last partial batch) then holds one call to it instead of
-        the pass's few hundred ops, which took a third of a second per
-        layer and trace to build, and more to optimize."""
-        import tensorflow as tf
-
-        h0, c0, offset = initial_state
-        offset = tf.convert_to_tensor(offset, tf.int32)
-        arguments = (sequences, h0, c0, offset, mask)
-        # Any batch size: the leading axis is left open.
-        specs = tuple(None if a is None else tf.TensorSpec(
-            (None,) * min(a.shape.rank, 1) + tuple(a.shape[1:]), a.dtype)
-            for a in arguments)
-        function = self._process.inference_functions.get(specs)
-        if function is None:
-
-            def inference(sequences, h0, c0, offset, mask):
-                return self._sequence_pass(
-                    sequences, (h0, c0, offset), mask, False, False
-                )
-
-            function = tf.function(inference, autograph=False)
-            function = function.get_concrete_function(*specs)
-            self._process.inference_functions[specs] = function
-        last_output, outputs, final = function(*arguments)
-        rows, length = sequences.shape[:2]
-        last_output.set_shape((rows, self.cell.units))
-        for state in final:
-            state.set_shape((rows, self.cell.units))
-        if outputs is not None:
-            outputs.set_shape((rows, length, self.cell.units))
-        return last_output, outputs, final
-
-    def _processing_order(self, sequences, mask):
-        """The inputs in the compute dtype, steps in the order they are
-        processed: reversed with `go_backwards`, and, with a mask, each
-        sequence's real steps first (see `_Alignment`)."""
-        x = ops.cast(sequences, self.compute_dtype)
-        if self.go_backwards:
-            x = ops.flip(x, axis=1)
-            mask = None if mask is None else ops.flip(mask, axis=1)
-        if mask is None:
-            return x, None
-        alignment = _Alignment(mask, x.dtype)
-        return alignment.gather(x), alignment
-
-    def _dropout_masks(self, training, x):
-        """`(input_mask, recurrent_mask)` for a training call, `None` where
-        there is no dropout."""
-        batch_size = ops.shape(x)[0]
-        input_mask = recurrent_mask = None
-        if training and self.dropout > 0:
-            input_mask = self._dropout_mask((batch_size, x.shape[-1]))
-        if training and self.recurrent_dropout > 0:
-            recurrent_mask = self._dropout_mask(
-                (batch_size, self.cell.units), self.recurrent_dropout
-            )
-        return input_mask, recurrent_mask
-
-    def _recurrence(self, x, weights, initial_state, batch_norm, statistics,
-                    dropout_masks, return_sequences, synchronized=None,
-                    differentiated=None):
-        """The recurrence over steps in processing order.
-
-        Args:
-            x: `(batch, timesteps, features)`, compute dtype.
-            weights: `(batch, timesteps, 1)` 0/1 weights, or `None`.
-            initial_state: `(h0, c0, offset)`.
-            batch_norm: normalize with batch moments (else population
-                statistics).
-            statistics: the population statistics to use, as
-                `{(part, stat): value}`, or `None` for the layer's.
-            dropout_masks: `(input_mask, recurrent_mask)`.
-            return_sequences: whether to keep every step's output.
-            synchronized: whether batch moments span the replicas; default
-                the cell's setting.
-            differentiated: whether a gradient may be taken; default
-                `batch_norm`. Batch moments without a gradient, where
-                `_fused` allows, come from a compiled loop that computes
-                nothing else (and returns no state).
-
-        Returns:
-            `(final, outputs, moments)`: the final `(h, c)`, the
-            `(batch, timesteps, units)` outputs or `None`, and with
-            `batch_norm` the `(steps, counts, batch_stats)` of
-            `_update_statistics`, else `None`.
-        """
-        cell = self.cell
-        if synchronized is None:
-            synchronized = cell.synchronized
-        h0, c0, offset = initial_state
-        input_mask, recurrent_mask = dropout_masks
-        if input_mask is not None:
-            x = x * input_mask[:, None, :]
-        length = ops.shape(x)[1]
-        steps = offset + ops.arange(length, dtype="int32")
-        if batch_norm:
-            x_moments = cell.input_moments(x, weights, synchronized)
-            norm = cell.batch_normalization(x_moments)
-        else:
-            norm = cell.population_normalization(
-                ops.clip(steps, 0, cell.max_timesteps - 1), statistics
-            )
-        xs = {"x": _time_major(x), "norm": _packed(norm)}
-        if weights is not None:
-            xs["weights"] = _time_major(weights)
-        if differentiated is None:
-            differentiated = batch_norm
-
-        def step_by_step():
-            step = self._step(norm, recurrent_mask, return_sequences,
-                              batch_norm, synchronized)
-            y_dtypes = ((self.compute_dtype,) if return_sequences else ()) + (
-                ("float32",) if batch_norm else ()
-            )
-            unroll = self._unrolled(x, batch_norm and synchronized)
-            return _loop.scan(step, (h0, c0), xs, y_dtypes, unroll,
-                              differentiated=differentiated)
-
-        final, history = self._compiled_loop(
-            xs, (h0, c0), recurrent_mask, return_sequences, batch_norm,
-            differentiated, step_by_step,
-        )
-        outputs = _time_major(history[0]) if return_sequences else None
-        if not batch_norm:
-            return final, outputs, None
-        if weights is None:
-            batch_size = ops.cast(ops.shape(x)[0], "float32")
-            counts = ops.ones((length,), dtype="float32") * batch_size
-        else:
-            counts = ops.sum(ops.cast(weights, "float32"), axis=(0, 2))
-        if synchronized:
-            counts = _replicas.replica_sum(counts)
-        moments = (steps, counts, cell.batch_statistics(x_moments,
-                                                        history[-1]))
-        return final, outputs, moments
-
-    def _step(self, norm, recurrent_mask, return_sequences, batch_norm,
-              synchronized):
-        """The loop's step: `(carry, inputs) -> (carry, outputs)`."""
-        # One tensor read per step rather than several: each read costs
-        # the loop ops, and more when it needs a gradient.
-        norm_keys = list(norm)
-        norm_ends = list(
-            itertools.accumulate(norm[k].shape[-1] for k in norm_keys)
-        )
-        recurrence = self.cell.recurrence(synchronized)
-
-        def step(carry, inputs):
-            h_prev, c_prev = carry[0], carry[1]
-            if recurrent_mask is not None:
-                h_prev = h_prev * recurrent_mask
-            norm = dict(
-                zip(norm_keys, ops.split(inputs["norm"], norm_ends[:-1], -1))
-            )
-            h, c, moments = recurrence(
-                inputs["x"], h_prev, c_prev, norm, inputs.get("weights")
-            )
-            if "weights" in inputs:
-                keep = inputs["weights"] > 0
-                h = ops.where(keep, h, carry[0])
-                c = ops.where(keep, c, c_prev)
-            # The outputs are stored only when returned: the last one is the
-            # final state.
-            ys = (h,) if return_sequences else ()
-            return (h, c), ys + ((moments,) if batch_norm else ())
-
-        return step
-
-    def _unrolled(self, x, synchronized):
-        """Whether the time loop is a Python loop. tf.distribute cannot
-        all-reduce inside a tf.while_loop (its merge_call refuses control
-        flow), so synchronized statistics across replicas need the loop
-        unrolled."""
-        unroll = self.unroll or (
-            synchronized and _replicas.replicas_in_sync() > 1
-        )
-        if unroll and x.shape[1] is None:
-            raise ValueError(
-                "A BNLSTM with synchronized=True needs inputs of a known "
-                "length under a tf.distribute strategy, because the time "
-                "loop is unrolled there; received input shape "
-                f"{tuple(x.shape)}"
-            )
-        return unroll
-
-    def _outputs(self, final, outputs, alignment):
-        """`(last_output, outputs, final)` in Keras' order and masking
-        conventions: a masked position repeats the output before it, zero
-        before the first real step (or always, with
-        `zero_output_for_mask`)."""
-        last_output = final[0]
-        if alignment is None:
-            if self.return_sequences:
-                last_output = outputs[:, -1]
-            return last_output, outputs, final
-        if self.return_sequences:
-            outputs = alignment.scatter(outputs)
-            if self.zero_output_for_mask:
-                outputs = outputs * alignment.mask
-            return outputs[:, -1], outputs, final
-        last_output = last_output * alignment.any_real
-        if self.zero_output_for_mask:
-            last_output = last_output * alignment.mask[:, -1]
-        return last_output, None, final
-
-    def _update_statistics(self, steps, counts, batch_stats):
-        cell = self.cell
-        statistics, moving_count = moving_average_update(
-            _values(cell.statistics), _value(cell.moving_count),
-            cell.momentum, steps, counts, batch_stats,
-        )
-        for key, variable in cell.statistics.items():
-            variable.assign(statistics[key])
-        cell.moving_count.assign(moving_count)
-
-    # The reference sample and the refresh of the statistics from it.
-
-    def _remember(self, x, weights, h0, c0, offset):
-        """Keeps the batch in the reference sample (see `ReferenceSample`):
-        a stateful layer only a batch whose steps reach a row of their
-        own. With synchronized statistics, the global batch: every
-        replica then refreshes from the same sample, as one device
-        would."""
-        if self.reference_sample is None:
-            return
-        keep = True
-        if self.stateful:
-            keep = offset < self.cell.max_timesteps
-        if self.cell.synchronized:
-            if weights is None:
-                weights = ops.ones_like(x[..., :1])
-            x, weights, h0, c0 = (
-                _replicas.replica_concat(t) for t in (x, weights, h0, c0)
-            )
-        self.reference_sample.remember(x, weights, h0, c0, offset, keep)
-
-    def _current_statistics(self):
-        """The population statistics for inference: re-estimated from the
-        reference sample first if the layer trained since they were last
-        (in the traced function, a conditional that costs nothing once
-        they are fresh)."""
-        sample = self.reference_sample
-        if sample is None:
-            return None
-        refresh = self._refresh_function()
-
-        def refreshed():
-            # No gradient flows into the statistics: a tape that recorded
-            # the compiled loops would fail ("TensorList crossing the
-            # XLA/TF boundary") where it could not differentiate them.
-            with _loop.unrecorded():
-                return refresh()
-
-        statistics = _loop.cond(
-            sample.stale, refreshed, lambda: _values(self.cell.statistics)
-        )
-        statistics = {k: ops.stop_gradient(v) for k, v in statistics.items()}
-        for key, variable in self.cell.statistics.items():
-            variable.assign(statistics[key])
-        sample.mark_fresh()
-        return statistics
-
-    def _refresh_function(self):
-        """`_refreshed_statistics`; on the compiled path a `tf.function`
-        traced once per layer, so that each traced inference pass (one per
-        kind of input, see `_traced_inference`, and step by step under a
-        gradient tape) holds one call to it rather than the whole pass
-        again: tracing that pass took about a quarter of a second per
-        layer and trace."""
-        if not self._fused():
-            return self._refreshed_statistics
-        if self._process.traced_refresh is None:
-            import tensorflow as tf
-
-            self._process.traced_refresh = tf.function(
-                self._refreshed_statistics, autograph=False
-            )
-        return self._process.traced_refresh
-
-    def _refreshed_statistics(self):
-        """The population statistics with each row the reference sample
-        reaches replaced by its moments under the current weights: one
-        pass over the sample as one batch, normalized with its batch
-        moments as in training, without dropout or gradient, with batch
-        moments of the local replica only. On TensorFlow it runs a
-        compiled loop of its own, which XLA compiles once per layer shape
-        in a process."""
-        x, weights, h0, c0, offset = self.reference_sample.contents()
-        _, _, (steps, counts, batch_stats) = self._recurrence(
-            ops.cast(x, self.compute_dtype), weights,
-            (ops.cast(h0, self.compute_dtype),
-             ops.cast(c0, self.compute_dtype), offset),
-            batch_norm=True, statistics=None, dropout_masks=(None, None),
-            return_sequences=False, synchronized=False, differentiated=False,
-        )
-        return batch_replacement(
-            _values(self.cell.statistics), steps, counts, batch_stats
-        )
-
-    @property
-    def statistics_stale(self):
-        """Whether the layer trained since its population statistics were
-        last re-estimated (they are, at its next inference call); `None`
-        where that is not known yet (inside a traced function)."""
-        sample = self.reference_sample
-        if sample is None or not sample.built:
-            return False
-        if _loop.stateless():
-            return None
-        return _loop.concrete(sample.stale)
-
-    def refresh_statistics(self):
-        """Re-estimates the population statistics from the reference
-        sample now, if the layer trained since they last were. Inference
-        does this by itself; so do saving, exporting and reading the
-        weights. Inside a traced function it does nothing."""
-        if self.statistics_stale:
-            self._current_statistics()
-
     def save_own_variables(self, store):
         # Before the cell saves the statistics: a saved model predicts as
         # the live one does. The layer has no weights of its own.
         super().save_own_variables(store)
         self.refresh_statistics()
-
-    def _compiled_loop(self, xs, state, recurrent_mask, return_sequences,
-                       batch_norm, differentiated, step_by_step):
-        """`(final, history)` from `_tf_fused`'s compiled loops where they
-        apply (see `_fused`), else from `step_by_step()`. Inference under a
-        gradient tape (a frozen layer in `fit()`) runs step by step:
-        TensorFlow cannot differentiate a compiled loop called from an
-        uncompiled function."""
-        if not self._fused():
-            return step_by_step()
-        # Imported here: on JAX or PyTorch, TensorFlow need not be installed.
-        from pybnlstm import _tf_fused
-
-        if batch_norm and not differentiated:
-            # The reference sample keeps its size: nothing to pad.
-            return None, (self._fused_statistics(xs, *state, _tf_fused),)
-        if not batch_norm and _loop.recording():
-            return step_by_step()
-
-        batch = ops.shape(xs["x"])[1]
-        bucket, quantum = self._batch_bucket(batch, batch_norm)
-        padded = _padded_batch(xs, state, recurrent_mask, bucket,
-                               weighted=batch_norm)
-        if batch_norm:
-            final, history = self._fused_recurrence(
-                *padded, return_sequences, _tf_fused
-            )
-        else:
-            final, history = _loop.nonempty(
-                xs["x"],
-                lambda: self._fused_inference(
-                    padded[0], padded[1], return_sequences, quantum,
-                    _tf_fused,
-                ),
-                step_by_step,
-            )
-        return _batch_rows(final, history, batch, xs["x"].shape[:2])
-
-    def _batch_bucket(self, batch, training):
-        """`(bucket, quantum)`: the batch size the compiled loops run at,
-        `batch` padded up to a multiple of `quantum`. In training,
-        `quantum` is the layer's first training batch size (`batch` itself
-        before any training); inference runs in chunks of `quantum` rows,
-        that size or the power of two at or above `batch` if smaller. A
-        partial last batch and a validation set reuse the loops XLA
-        compiled for the training batches: XLA compiles once per input
-        shape, and Keras' `fit()` traces its step for a batch of any size.
-        A small inference batch (one row, say) pays for its own power of
-        two, not for a training batch of a thousand; that is at most one
-        compilation per power of two up to the training batch size."""
-        batch = ops.cast(batch, "int32")
-        quantum = ops.convert_to_tensor(self.batch_quantum)
-        quantum = ops.where(quantum > 0, quantum, batch)
-        if training:
-            self.batch_quantum.assign(quantum)
-        else:
-            power = ops.cast(
-                2.0 ** ops.ceil(ops.log2(ops.cast(batch, "float32"))), "int32"
-            )
-            quantum = ops.minimum(quantum, ops.maximum(power, 1))
-        return (batch + quantum - 1) // quantum * quantum, quantum
-
-    def _fused(self):
-        """Whether the recurrence runs XLA-compiled, in `_tf_fused`'s
-        loops. Not in an export: the step-by-step loop serves wherever
-        TensorFlow runs, TFLite included."""
-        return (self._xla_setting() is not False
-                and not self._xla_unavailable() and not _loop.exporting())
-
-    def _xla_setting(self):
-        """`use_xla`, or `use_cudnn`, its other name, where it is 'auto'."""
-        return self.use_cudnn if self.use_xla == "auto" else self.use_xla
-
-    def _xla_unavailable(self):
-        """What the compiled recurrence needs that this layer lacks, in
-        words, or `None`. Synchronized statistics need the step-by-step
-        loop, whose all-reduces a compiled loop cannot make."""
-        cell = self.cell
-        needs = {
-            "the TensorFlow backend": keras.backend.backend() == "tensorflow",
-            "activation='tanh'": cell.activation is keras.activations.tanh,
-            "recurrent_activation='sigmoid'": (
-                cell.recurrent_activation is keras.activations.sigmoid
-            ),
-            "float32 computation": self.compute_dtype == "float32",
-            "synchronized=False": not cell.synchronized,
-            "unroll=False": not self.unroll,
-        }
-        missing = [need for need, met in needs.items() if not met]
-        return ", ".join(missing) if missing else None
-
-    def _fused_recurrence(self, xs, initial_state, recurrent_mask,
-                          return_sequences, _tf_fused):
-        cell = self.cell
-        weights = xs.get("weights")
-        run = _tf_fused.training_recurrence(
-            cell.units,
-            cell.epsilon,
-            return_sequences,
-            weights is not None,
-            recurrent_mask is not None,
-        )
-        outputs, h, c, moments = run(
-            xs["x"],
-            xs["norm"],
-            *initial_state,
-            ops.copy(cell.kernel),
-            ops.copy(cell.recurrent_kernel),
-            *(ops.copy(v) for v in (cell.gamma_h, cell.gamma_c, cell.beta_c)),
-            weights,
-            recurrent_mask,
-        )
-        history = ((outputs,) if return_sequences else ()) + (moments,)
-        return (h, c), history
-
-    def _fused_inference(self, xs, initial_state, return_sequences, chunk,
-                         _tf_fused):
-        cell = self.cell
-        run = _tf_fused.inference_recurrence(return_sequences,
-                                             "weights" in xs)
-        outputs, h, c = _tf_fused.in_chunks(
-            run, return_sequences, chunk, xs["x"], xs["norm"],
-            *initial_state,
-            (ops.copy(cell.kernel), ops.copy(cell.recurrent_kernel)),
-            xs.get("weights"),
-        )
-        return (h, c), ((outputs,) if return_sequences else ())
-
-    def _fused_statistics(self, xs, h0, c0, _tf_fused):
-        cell = self.cell
-        run = _tf_fused.statistics_recurrence(cell.epsilon, "weights" in xs)
-        return run(
-            xs["x"], xs["norm"], h0, c0,
-            tuple(ops.copy(v) for v in (
-                cell.kernel, cell.recurrent_kernel, cell.gamma_h,
-                cell.gamma_c, cell.beta_c)),
-            xs.get("weights"),
-        )
-
-    def _dropout_mask(self, shape, rate=None):
-        rate = self.dropout if rate is None else rate
-        ones = ops.ones(shape, dtype=self.compute_dtype)
-        return keras.random.dropout(ones, rate, seed=self.seed_generator)
 
     def get_config(self):
         config = self.cell.get_config()
@@ -1029,7 +540,6 @@ class BNLSTM(keras.layers.RNN):
                 "seed": self.seed,
                 "statistics_sample": self.statistics_sample,
                 "use_xla": self.use_xla,
-                "use_cudnn": self.use_cudnn,
                 "implementation": self.implementation,
                 "activity_regularizer": keras.saving.serialize_keras_object(
                     self.activity_regularizer
@@ -1043,161 +553,6 @@ class BNLSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-class _ProcessState:
-    """What a BNLSTM keeps for this process only: the reference sample,
-    the batch size its compiled loops run at, and its traced functions.
-    None of it is a weight, and none of it is saved. A plain object, so
-    that neither Keras nor TensorFlow tracks it: a dictionary of traced
-    functions on a layer becomes a tracked wrapper that an export cannot
-    save, and a tracked variable goes into checkpoints.
-
-    Args:
-        sample: the layer's `ReferenceSample`, or `None`.
-    """
-
-    def __init__(self, sample):
-        self.sample = sample
-        self.batch_quantum = None
-        self.traced_refresh = None
-        self.inference_functions = {}
-
-    def variables(self):
-        sample = [] if self.sample is None else self.sample.variables
-        quantum = [] if self.batch_quantum is None else [self.batch_quantum]
-        return sample + quantum
-
-
-def _values(variables):
-    """`{key: variable}` as tensors, as `_value` gives them."""
-    return {key: _value(v) for key, v in variables.items()}
-
-
-def _value(variable):
-    """A statistics variable as a float32 tensor, whatever its dtype
-    (float64 under a float64 policy): the statistics are computed in
-    float32. A tensor, not the variable: JAX would capture a variable
-    passed to one of its functions as a constant of the compiled step."""
-    return ops.cast(ops.convert_to_tensor(variable), "float32")
-
-
-def _warn_if_one_sequence(x):
-    """Warns when a training batch holds one sequence (where its size is
-    known when the step is traced): its batch moments are its own values,
-    so every normalized term is `beta` (0 for `x W` and `h U`) whatever
-    the input, and the layer learns nothing from it. Not an error: the
-    last batch of an epoch may hold one sequence."""
-    if x.shape[0] == 1:
-        warnings.warn(
-            "A BNLSTM trains on a batch of one sequence: batch "
-            "normalization over one sequence normalizes every term to "
-            "zero, so the layer learns nothing from it. Train with "
-            "batches of several sequences (batch_size >= 8, say); for "
-            "one-step-at-a-time forecasting, train a stateless model and "
-            "copy its weights into a stateful twin with set_weights().",
-            stacklevel=2,
-        )
-
-
-def _time_major(t):
-    return ops.moveaxis(t, 1, 0)
-
-
-def _padded_batch(xs, state, recurrent_mask, bucket, weighted):
-    """The loop's inputs with zero rows appended up to `bucket` rows. With
-    `weighted`, the weights (ones where none were given) mark them 0, so
-    that they stay out of the batch moments; a training loop then always
-    runs its masked variant, which XLA compiles once for full and partial
-    batches alike."""
-    batch = ops.shape(xs["x"])[1]
-    missing = bucket - batch
-
-    def padded(t, value=0.0):
-        at = [[0, 0]] * len(t.shape)
-        at[-2] = [0, missing]
-        return ops.pad(t, at, constant_values=value)
-
-    xs = dict(xs)
-    if weighted and "weights" not in xs:
-        xs["weights"] = ops.ones_like(xs["x"][..., :1])
-    for key in ("x", "weights"):
-        if key in xs:
-            xs[key] = padded(xs[key])
-    state = tuple(padded(s) for s in state)
-    if recurrent_mask is not None:
-        recurrent_mask = padded(recurrent_mask, 1.0)
-    return xs, state, recurrent_mask
-
-
-def _batch_rows(final, history, batch, static):
-    """`final` and `history` without the rows `_padded_batch` added: the
-    time-major outputs lose them, the per-step moments have none. They get
-    back the static `(timesteps, batch)` of the inputs, which the loops'
-    relaxed trace and the slicing lose: a layer after them may need it
-    (an unrolled BNLSTM needs its length), and Keras' LSTM keeps it."""
-    timesteps, rows = static
-    history = tuple(h[:, :batch] if len(h.shape) == 3 else h
-                    for h in history)
-    final = tuple(s[:batch] for s in final)
-    for s in final:
-        s.set_shape((rows, s.shape[-1]))
-    for h in history:
-        if len(h.shape) == 3:
-            h.set_shape((timesteps, rows, h.shape[-1]))
-    return final, history
-
-
-def _packed(norm):
-    """The per-step normalization inputs as one tensor (see `_step`)."""
-    return ops.concatenate(list(norm.values()), axis=-1)
-
-
-class _Alignment:
-    """Each sequence's real (unmasked) steps moved to the front, in order.
-
-    The t-th real step of every sequence then sits at step t and is
-    normalized with statistics row t, whatever padding came before it, in
-    front, behind or between: a sequence gives the same outputs padded or
-    not, and in training the moments of row t pool the t-th real step of
-    every sequence that has one. Keras' cuDNN path aligns a backward
-    sequence the same way (`tf.reverse_sequence` by length). Masked steps
-    keep the state as they always did, so the state is unchanged by the
-    move; only the statistics row a step uses is.
-
-    Args:
-        mask: `(batch, timesteps)` boolean mask, steps in processing order.
-        dtype: the dtype of the weights.
-    """
-
-    def __init__(self, mask, dtype):
-        real = ops.cast(mask, "int32")
-        # Real steps up to and including each position.
-        self.real_before = ops.cumsum(real, axis=1)
-        length = self.real_before[:, -1:]
-        padding_before = ops.cumsum(1 - real, axis=1)
-        destination = ops.where(
-            mask, self.real_before - 1, length + padding_before - 1
-        )
-        # The keys are distinct, so any sort gives the one inverse.
-        self.source = ops.argsort(destination, axis=1)
-        positions = ops.arange(ops.shape(real)[1], dtype="int32")[None]
-        self.weights = ops.cast(positions < length, dtype)[..., None]
-        self.mask = ops.cast(mask, dtype)[..., None]
-        self.any_real = ops.cast(length > 0, dtype)
-
-    def gather(self, x):
-        """`x` with each sequence's real steps first."""
-        return ops.take_along_axis(x, self.source[..., None], axis=1)
-
-    def scatter(self, outputs):
-        """Outputs of aligned steps back at their positions: each position
-        gets the output of the last real step at or before it, or zeros
-        before the first."""
-        padded = ops.pad(outputs, [[0, 0], [1, 0], [0, 0]])
-        return ops.take_along_axis(
-            padded, self.real_before[..., None], axis=1
-        )
 
 
 def _cell_property(name):

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from pybnlstm import _checks
 from pybnlstm.layer import BNLSTM
 from pybnlstm.statistics import filled_rows
 
@@ -245,20 +246,8 @@ def recompute_statistics(model, data, batch_size=32, steps=None, verbose=1,
             "Received a model that is not built for argument `model`; call "
             "it on data (or build it) first."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `batch_size`, expected "
-            f"a positive integer, got {batch_size!r}"
-        )
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `steps`, expected a "
-            f"positive integer or None, got {steps!r}"
-        )
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    steps = _checks.positive_int("steps", steps, allow_none=True)
     sums = {layer: _Sums(layer.cell) for layer in layers}
     records = {layer: [] for layer in layers}
     batches = 0

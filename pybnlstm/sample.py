@@ -148,3 +148,27 @@ def state_variable(shape, name, dtype="float32"):
         "zeros", shape=shape, dtype=dtype, trainable=False, autocast=False,
         aggregation="only_first_replica", name=name,
     )
+
+
+class ProcessState:
+    """What a BNLSTM keeps for this process only: the reference sample,
+    the batch size its compiled loops run at, and its traced functions.
+    None of it is a weight, and none of it is saved. A plain object, so
+    that neither Keras nor TensorFlow tracks it: a dictionary of traced
+    functions on a layer becomes a tracked wrapper that an export cannot
+    save, and a tracked variable goes into checkpoints.
+
+    Args:
+        sample: the layer's `ReferenceSample`, or `None`.
+    """
+
+    def __init__(self, sample):
+        self.sample = sample
+        self.batch_quantum = None
+        self.traced_refresh = None
+        self.inference_functions = {}
+
+    def variables(self):
+        sample = [] if self.sample is None else self.sample.variables
+        quantum = [] if self.batch_quantum is None else [self.batch_quantum]
+        return sample + quantum

@@ -8,13 +8,18 @@ by orders of magnitude. Here each time-step row counts its updates, and the
 n-th update uses the weight `(1 - momentum) / (1 - momentum**n)`: the first
 takes the batch statistic itself, later ones tend to the usual average.
 
-Both functions work on values, not variables, so that a layer can run them
-inside any backend's compiled function and assign the results itself.
+The update functions work on values, not variables, so that a layer can
+run them inside any backend's compiled function and assign the results
+itself. `PopulationStatistics`, which `BNLSTM` inherits, does that, and
+re-estimates the statistics from the reference sample (`sample.py`)
+before inference.
 """
 
 import itertools
 
 from keras import ops
+
+from pybnlstm import _loop, _replicas
 
 
 def update_weights(momentum, counts):
@@ -118,3 +123,118 @@ def batch_replacement(statistics, steps, counts, batch_stats):
     _, selector, hit = _row_selector(steps, counts, value.shape[0])
     replaced = value * (1.0 - hit[:, None]) + ops.matmul(selector, batch)
     return _unpacked(keys, statistics, replaced)
+
+
+class PopulationStatistics:
+    """The population statistics of a `BNLSTM`: the moving averages that
+    training updates, the reference sample it keeps, and the re-estimation
+    from that sample before inference."""
+
+    def _update_statistics(self, steps, counts, batch_stats):
+        cell = self.cell
+        statistics, moving_count = moving_average_update(
+            _values(cell.statistics), _value(cell.moving_count),
+            cell.momentum, steps, counts, batch_stats,
+        )
+        for key, variable in cell.statistics.items():
+            variable.assign(statistics[key])
+        cell.moving_count.assign(moving_count)
+
+    def _remember(self, x, weights, h0, c0, offset):
+        """Keeps the batch in the reference sample (see `ReferenceSample`):
+        a stateful layer only a batch whose steps reach a row of their
+        own. With synchronized statistics, the global batch: every
+        replica then refreshes from the same sample, as one device
+        would."""
+        if self.reference_sample is None:
+            return
+        keep = True
+        if self.stateful:
+            keep = offset < self.cell.max_timesteps
+        if self.cell.synchronized:
+            if weights is None:
+                weights = ops.ones_like(x[..., :1])
+            x, weights, h0, c0 = (
+                _replicas.replica_concat(t) for t in (x, weights, h0, c0)
+            )
+        self.reference_sample.remember(x, weights, h0, c0, offset, keep)
+
+    def _current_statistics(self):
+        """The population statistics for inference: re-estimated from the
+        reference sample first if the layer trained since they were last
+        (in the traced function, a conditional that costs nothing once
+        they are fresh)."""
+        sample = self.reference_sample
+        if sample is None:
+            return None
+        refresh = self._refresh_function()
+
+        def refreshed():
+            # No gradient flows into the statistics: a tape that recorded
+            # the compiled loops would fail ("TensorList crossing the
+            # XLA/TF boundary") where it could not differentiate them.
+            with _loop.unrecorded():
+                return refresh()
+
+        statistics = _loop.cond(
+            sample.stale, refreshed, lambda: _values(self.cell.statistics)
+        )
+        statistics = {k: ops.stop_gradient(v) for k, v in statistics.items()}
+        for key, variable in self.cell.statistics.items():
+            variable.assign(statistics[key])
+        sample.mark_fresh()
+        return statistics
+
+    def _refreshed_statistics(self):
+        """The population statistics with each row the reference sample
+        reaches replaced by its moments under the current weights: one
+        pass over the sample as one batch, normalized with its batch
+        moments as in training, without dropout or gradient, with batch
+        moments of the local replica only. On TensorFlow it runs a
+        compiled loop of its own, which XLA compiles once per layer shape
+        in a process."""
+        x, weights, h0, c0, offset = self.reference_sample.contents()
+        _, _, (steps, counts, batch_stats) = self._recurrence(
+            ops.cast(x, self.compute_dtype), weights,
+            (ops.cast(h0, self.compute_dtype),
+             ops.cast(c0, self.compute_dtype), offset),
+            batch_norm=True, statistics=None, dropout_masks=(None, None),
+            return_sequences=False, synchronized=False, differentiated=False,
+        )
+        return batch_replacement(
+            _values(self.cell.statistics), steps, counts, batch_stats
+        )
+
+    @property
+    def statistics_stale(self):
+        """Whether the layer trained since its population statistics were
+        last re-estimated (they are, at its next inference call); `None`
+        where that is not known yet (inside a traced function)."""
+        sample = self.reference_sample
+        if sample is None or not sample.built:
+            return False
+        if _loop.stateless():
+            return None
+        return _loop.concrete(sample.stale)
+
+    def refresh_statistics(self):
+        """Re-estimates the population statistics from the reference
+        sample now, if the layer trained since they last were. Inference
+        does this by itself; so do saving, exporting and reading the
+        weights. Inside a traced function it does nothing."""
+        if self.statistics_stale:
+            self._current_statistics()
+
+
+def _values(variables):
+    """`{key: variable}` as tensors, as `_value` gives them."""
+    return {key: _value(v) for key, v in variables.items()}
+
+
+def _value(variable):
+    """A statistics variable as a float32 tensor, whatever its dtype
+    (float64 under a float64 policy): the statistics are computed in
+    float32. A tensor, not the variable: JAX would capture a variable
+    passed to one of its functions as a constant of the compiled step."""
+    return ops.cast(ops.convert_to_tensor(variable), "float32")
+
