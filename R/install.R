@@ -17,7 +17,10 @@
 #'   copy bnlstm carries, or a pip requirement, or a path to a checkout of
 #'   the bnlstm repository (its root holds `pyproject.toml`).
 #' @param extra_packages The Python packages installed beside it from the
-#'   package index. Default: TensorFlow, Keras, NumPy and pandas.
+#'   package index. Default: those pybnlstm requires (Keras, NumPy), with
+#'   pandas for the forecasting helpers and TensorFlow (unless
+#'   `KERAS_BACKEND` names another backend), as its `pyproject.toml` lists
+#'   them.
 #' @param ... Further arguments passed to [reticulate::py_install()].
 #'
 #' @return The result of [reticulate::py_install()], invisibly.
@@ -29,8 +32,7 @@
 #' @export
 install_bnlstm <- function(envname = "r-bnlstm", method = "auto",
                            package = NULL,
-                           extra_packages = c("tensorflow", "keras", "numpy",
-                                              "pandas"), ...) {
+                           extra_packages = python_requirements(), ...) {
   if (is.null(package)) {
     package <- system.file("python", package = "bnlstm")
   }

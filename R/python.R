@@ -57,9 +57,7 @@ declare_python_requirements <- function() {
   if (utils::packageVersion("reticulate") < "1.41") {
     return(invisible(FALSE))
   }
-  backend <- Sys.getenv("KERAS_BACKEND", "tensorflow")
-  packages <- c("keras", "numpy", "pandas",
-                if (backend == "tensorflow") "tensorflow")
+  packages <- python_requirements()
   py_require <- getExportedValue("reticulate", "py_require")
   tryCatch(py_require(packages), error = function(e) {
     warning("bnlstm could not declare its Python requirements (",
@@ -67,6 +65,18 @@ declare_python_requirements <- function() {
             call. = FALSE)
   })
   invisible(TRUE)
+}
+
+# The Python packages bnlstm needs, as configure derived them from
+# pybnlstm's pyproject.toml: its dependencies, pandas for the forecasting
+# helpers, and TensorFlow unless KERAS_BACKEND names another backend.
+python_requirements <- function() {
+  packages <- readLines(system.file("python", "requirements.txt",
+                                    package = "bnlstm", mustWork = TRUE))
+  if (Sys.getenv("KERAS_BACKEND", "tensorflow") != "tensorflow") {
+    packages <- packages[!grepl("^tensorflow\\b", packages)]
+  }
+  packages
 }
 
 # A pybnlstm imported before bnlstm's own (by Python code in the same

@@ -8,7 +8,7 @@ process, in three stages run one after another:
 - `trivial`: compiling and running a 3-step XLA loop over a 4x4 product,
   what any first XLA compilation in a process costs;
 - `forward`: compiling and running the training recurrence's forward loop
-  (`pybnlstm._tf_fused`) at the given shape;
+  (`pybnlstm._xla_loops`) at the given shape;
 - `backward`: its backward loop, through a gradient tape.
 
 After each stage it prints how far the process's resident memory rose,
@@ -78,7 +78,7 @@ def stages(shape):
     """`(name, run)` for each stage, in order."""
     import tensorflow as tf
 
-    from pybnlstm import _tf_fused
+    from pybnlstm import _xla_loops
 
     b, t, u, f = (shape[k] for k in ("batch", "timesteps", "units", "features"))
 
@@ -94,7 +94,7 @@ def stages(shape):
     generator = tf.random.Generator.from_seed(0)
     inputs = [generator.normal(s) for s in (
         (t, b, f), (t, 8 * u), (b, u), (b, u), (f, 4 * u), (u, 4 * u), (4 * u,), (u,), (u,))]
-    run = _tf_fused.training_recurrence(u, 1e-3, False, False, False)
+    run = _xla_loops.training_recurrence(u, 1e-3, False, False, False)
     tape = tf.GradientTape()
     outputs = []
 

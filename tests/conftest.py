@@ -73,7 +73,7 @@ def r_library(tmp_path_factory):
 # the math against the reference, the layer's contract and the padding;
 # `-m tooling` the tests of the benchmarks, the demos, the docs and the R
 # package's build.
-FAST = {"test_math.py", "test_layer.py", "test_padding.py"}
+FAST = {"test_math.py", "test_layer.py", "test_padding.py", "test_step.py"}
 TOOLING = {"test_benchmark.py", "test_demos.py", "test_docs.py",
            "test_r_install.py"}
 

@@ -44,13 +44,14 @@ def test_suites_pass_on_backend(backend):
     assert " passed" in result.stdout.splitlines()[-1]
 
 
-# Run in a fresh interpreter where `import tensorflow` fails, as it does
-# where only JAX or PyTorch is installed (a `None` in `sys.modules` is how
-# Python marks a module as absent).
+# Run in a fresh interpreter where `import tensorflow` and `import pandas`
+# fail, as they do where only the layer's own requirements and JAX or
+# PyTorch are installed (a `None` in `sys.modules` is how Python marks a
+# module as absent).
 WITHOUT_TENSORFLOW = """
 import sys
 
-sys.modules["tensorflow"] = None
+sys.modules["tensorflow"] = sys.modules["pandas"] = None
 import keras
 import numpy as np
 
@@ -62,6 +63,12 @@ x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype("float32")
 history = model.fit(x, x[:, -1, :1], epochs=2, verbose=0)
 prediction = model.predict(x, verbose=0)
 assert np.isfinite(history.history["loss"]).all() and prediction.shape == (8, 1)
+try:
+    pybnlstm.prepare_forecast_data
+except ImportError as error:
+    assert "pip install 'pybnlstm[forecast]'" in str(error), error
+else:
+    raise AssertionError("the forecasting helpers imported without pandas")
 print("trained without tensorflow")
 """
 

@@ -4,9 +4,9 @@ TensorFlow's autodiff of the same forward pass.
 `synchronized=True` outside a strategy computes the same outputs through
 the generic step loop and lets autodiff differentiate it, batch moments
 included. The default layer runs, on TensorFlow, the fused recurrence of
-`pybnlstm._tf_fused` (its backward pass written out whole); with a custom
+`pybnlstm._xla_loops` (its backward pass written out whole); with a custom
 activation, or `use_xla=False`, it runs the generic loop with the
-normalizations' gradient written out in `pybnlstm.cell.batch_normalizer`.
+normalizations' gradient written out in `pybnlstm.batch_norm.batch_normalizer`.
 Both are checked here.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pybnlstm
-from pybnlstm import _tf_fused
+from pybnlstm import _xla_loops
 from conftest import assert_close, randomize
 
 pytestmark = pytest.mark.skipif(
@@ -124,14 +124,14 @@ def test_written_out_gradient_reaches_the_initial_state(rng, masked):
 
 
 def test_use_xla_picks_the_recurrence(monkeypatch, rng):
-    compiled = _tf_fused.training_recurrence
+    compiled = _xla_loops.training_recurrence
     calls = []
 
     def spy(*args):
         calls.append(args)
         return compiled(*args)
 
-    monkeypatch.setattr(_tf_fused, "training_recurrence", spy)
+    monkeypatch.setattr(_xla_loops, "training_recurrence", spy)
     x = rng.normal(size=(4, 5, 3)).astype("float32")
 
     def trains_compiled(**kwargs):

@@ -283,7 +283,7 @@ def test_projected_moments_match_the_projection(rng):
     """The input's moments come from its covariance, never from x W: they
     must equal the weighted moments of x W, also where x W is constant
     although its terms are not (the quadratic form must not go negative)."""
-    from pybnlstm.cell import projected_moments
+    from pybnlstm.batch_norm import projected_moments
 
     x = rng.normal(size=(9, 4, 3)) * [1.0, 50.0, 1e-3] + [0.0, 20.0, 0.0]
     x[..., 2] = x[..., 0]  # a copy: kernel rows 0 and 2 cancel in column 0
@@ -338,7 +338,7 @@ def backend_gradients(function, *args):
 def test_projected_moments_gradient(rng, per_step, masked):
     """The written-out gradient of the input's moments against central
     differences of the moments of `x W` itself, in float64."""
-    from pybnlstm.cell import projected_moments
+    from pybnlstm.batch_norm import projected_moments
 
     shape = (9, 4, 3) if per_step else (20, 3)
     x = rng.normal(size=shape) + 2.0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 import venv
 from pathlib import Path
 
@@ -131,6 +132,21 @@ def test_carried_module_matches_the_repository(installed_from_tarball):
     # repository's, less the README it does not carry.
     project = (carried / "pyproject.toml").read_text()
     assert 'name = "pybnlstm"' in project and "readme" not in project
+
+
+def test_r_requirements_derive_from_pyproject(installed_from_tarball):
+    """pyproject.toml is the one list of Python requirements: the R
+    package's (what py_require() and install_bnlstm() get) is its
+    dependencies and its tensorflow and forecast extras, and DESCRIPTION's
+    prose names each."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    expected = project["dependencies"] + extras["tensorflow"] + extras["forecast"]
+    carried = installed_from_tarball / "bnlstm" / "python" / "requirements.txt"
+    assert carried.read_text().split() == expected
+    description = (ROOT / "DESCRIPTION").read_text()
+    for requirement in expected:
+        assert f"'{re.split('[<>=!~]', requirement)[0]}'" in description
 
 
 def test_a_pybnlstm_imported_first_is_named_in_a_warning(

@@ -163,3 +163,35 @@ def test_r_and_python_versions_match():
                    for line in description.splitlines()
                    if line.startswith("Version:"))
     assert version == pybnlstm.__version__
+
+
+def test_r_wrapper_shows_the_python_defaults(r_library):
+    """layer_bn_lstm() passes only the arguments a user gives, so its
+    defaults are documentation; they must be the Python layer's."""
+    import inspect
+
+    r_code = (
+        'library(bnlstm); f <- formals(layer_bn_lstm); '
+        'for (n in setdiff(names(f), c("object", "units", "..."))) '
+        'cat(n, "=", deparse(f[[n]]), "\\n", sep = "")'
+    )
+    result = subprocess.run(["Rscript", "-e", r_code], capture_output=True, text=True,
+                            env=dict(os.environ, R_LIBS=str(r_library)))
+    assert result.returncode == 0, result.stderr
+    r_defaults = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    python = inspect.signature(pybnlstm.BNLSTM.__init__).parameters
+    keras_only = {"input_shape", "batch_size", "name"}
+    assert set(r_defaults) - keras_only <= set(python)
+    for name, text in r_defaults.items():
+        if name in keras_only:
+            assert text == "NULL", name
+            continue
+        default = python[name].default
+        if default is None or isinstance(default, bool):
+            assert text == {None: "NULL", True: "TRUE", False: "FALSE"}[default], name
+        elif isinstance(default, str):
+            assert text == f'"{default}"', name
+        else:
+            assert float(text) == pytest.approx(default), name
+    # Every Python argument is in R's signature, or reaches it through `...`.
+    assert set(python) - set(r_defaults) == {"self", "units", "kwargs", "use_cudnn"}

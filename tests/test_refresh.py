@@ -51,7 +51,7 @@ def at_epoch_end(layer):
 
 
 # One feature too: the compiled loops widen a univariate input (see
-# `_tf_fused._two_features_at_least`).
+# `_xla_loops._two_features_at_least`).
 @pytest.mark.parametrize("features", [3, 1])
 def test_first_inference_after_fit_uses_the_final_weights(rng, features):
     x = rng.normal(size=(10, 5, features)).astype("float32")

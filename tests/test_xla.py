@@ -9,7 +9,7 @@ from conftest import TOL, assert_close, assert_equal
 from conftest import built_layer as any_built_layer
 from reference import reference_for
 
-from pybnlstm import _loop, _tf_fused
+from pybnlstm import _loop, _xla_loops
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -33,7 +33,7 @@ def built_layer(**kwargs):
 @pytest.fixture
 def loops(monkeypatch):
     """Which time loops each call traced, in order: "compiled" for
-    `_tf_fused`'s inference loop, "training" for its training loops, and
+    `_xla_loops`'s inference loop, "training" for its training loops, and
     for the step-by-step loop "carried" or "indexed", by whether each
     step's inputs came in its carry."""
     calls = []
@@ -56,10 +56,10 @@ def loops(monkeypatch):
         return made
 
     monkeypatch.setattr(_loop, "_tf_scan", spy_scan)
-    monkeypatch.setattr(_tf_fused, "inference_recurrence",
-                        spy("compiled", _tf_fused.inference_recurrence))
-    monkeypatch.setattr(_tf_fused, "training_recurrence",
-                        spy("training", _tf_fused.training_recurrence))
+    monkeypatch.setattr(_xla_loops, "inference_recurrence",
+                        spy("compiled", _xla_loops.inference_recurrence))
+    monkeypatch.setattr(_xla_loops, "training_recurrence",
+                        spy("training", _xla_loops.training_recurrence))
     return calls
 
 

@@ -22,3 +22,15 @@ test_that("older reticulate gets no py_require() call", {
   skip_if(utils::packageVersion("reticulate") >= "1.41")
   expect_false(bnlstm:::declare_python_requirements())
 })
+
+test_that("the Python requirements are pybnlstm's, TensorFlow per backend", {
+  packages <- bnlstm:::python_requirements()
+  names <- sub("[<>=!~].*", "", packages)
+  expect_setequal(names, c("keras", "numpy", "pandas", "tensorflow"))
+  old <- Sys.getenv("KERAS_BACKEND", unset = NA)
+  on.exit(if (is.na(old)) Sys.unsetenv("KERAS_BACKEND") else
+    Sys.setenv(KERAS_BACKEND = old))
+  Sys.setenv(KERAS_BACKEND = "jax")
+  expect_equal(bnlstm:::python_requirements(),
+               packages[names != "tensorflow"])
+})
