@@ -432,7 +432,7 @@ def _backward(units, epsilon, return_sequences, masked, dropped):
 
 @functools.lru_cache(maxsize=None)
 def training_recurrence(units, epsilon, return_sequences, masked, dropped):
-    """The fused recurrence, compiled once per shape of its inputs.
+    """The training recurrence, compiled once per shape of its inputs.
 
     Args:
         units: the cell's units.
@@ -465,7 +465,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
         x, kernel = _two_features_at_least(x, kernel)
 
         @tf.custom_gradient
-        def fused(*args):
+        def compiled_pass(*args):
             # Unwatched copies: a tape that watched a compiled function's
             # inputs would ask it for its intermediates.
             args = [tf.stop_gradient(a) for a in args]
@@ -491,7 +491,7 @@ def training_recurrence(units, epsilon, return_sequences, masked, dropped):
 
             return results, grad
 
-        results = fused(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h,
+        results = compiled_pass(x, norm, h0, c0, kernel, recurrent_kernel, gamma_h,
                         gamma_c, beta_c)
         return tuple(results) if return_sequences else (None, *results)
 
